@@ -1,0 +1,10 @@
+//! mongokeep: streaming, checksummed, verifiable MongoDB backups into S3 or a local folder.
+//!
+//! The binary is a thin shell over this library: [`cli`] parses and dispatches, each
+//! capability lives in its own module.
+
+pub mod error;
+pub mod redact;
+pub mod storage;
+
+pub use error::{Error, ExitCode, Result};
