@@ -8,3 +8,6 @@ pub mod redact;
 pub mod storage;
 
 pub use error::{Error, ExitCode, Result};
+pub mod archive;
+pub mod digest;
+pub mod manifest;

@@ -1,0 +1,459 @@
+//! The archive of one collection: a tar stream, gzip-compressed or not, holding
+//! `<db>/<coll>.metadata.json` (mongodump's metadata shape) and then the documents as raw
+//! BSON in bounded parts `<db>/<coll>.part-NNNNNN.bson`. A tar entry needs its size up
+//! front, so documents are gathered into a part buffer of at most `part_limit` bytes (one
+//! larger document makes a part of its own): memory is bounded whatever the collection's
+//! size and no temporary file grows with the data. Names are escaped with
+//! [`crate::storage::escape_segment`].
+//!
+//! The writer runs on a blocking thread: it receives document chunks from the reader task,
+//! computes the count, BSON bytes and content digest, compresses, hashes the compressed
+//! bytes and hands them to the uploader through a bounded channel.
+
+use std::io::{Read, Write};
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::digest::ContentDigest;
+use crate::storage::escape_segment;
+use crate::{Error, Result};
+
+/// Compression of the tar stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// gzip at a level 0..=9.
+    Gzip(u32),
+    /// No compression.
+    None,
+}
+
+impl Codec {
+    /// Parse `gzip`, `gzip:N` or `none`.
+    ///
+    /// # Errors
+    /// Anything else, as a configuration error.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "gzip" => Ok(Codec::Gzip(6)),
+            "none" => Ok(Codec::None),
+            _ => match s.strip_prefix("gzip:").and_then(|l| l.parse::<u32>().ok()) {
+                Some(l) if l <= 9 => Ok(Codec::Gzip(l)),
+                _ => Err(Error::Config(format!(
+                    "compression {s:?}: expected gzip, gzip:0 to gzip:9, or none"
+                ))),
+            },
+        }
+    }
+
+    /// The name recorded in the manifest (`gzip` or `none`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Codec::Gzip(_) => "gzip",
+            Codec::None => "none",
+        }
+    }
+
+    /// The option as written on the command line.
+    pub fn spec(&self) -> String {
+        match self {
+            Codec::Gzip(l) => format!("gzip:{l}"),
+            Codec::None => "none".into(),
+        }
+    }
+
+    /// File extension of the archive object.
+    pub fn extension(&self) -> &'static str {
+        match self {
+            Codec::Gzip(_) => "tar.gz",
+            Codec::None => "tar",
+        }
+    }
+}
+
+/// What the reader sends to the archive writer.
+#[derive(Debug)]
+pub enum Chunk {
+    /// Whole documents, concatenated.
+    Docs(Vec<u8>),
+    /// The collection was read to its end.
+    End,
+}
+
+/// What the writer learned about the collection and its archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveStats {
+    /// Documents written.
+    pub count: u64,
+    /// Their BSON bytes.
+    pub bson_bytes: u64,
+    /// Their content digest.
+    pub digest: ContentDigest,
+    /// Document parts written.
+    pub parts: u32,
+    /// Bytes of the archive object.
+    pub size: u64,
+    /// SHA-256 of the archive object, hex.
+    pub sha256: String,
+}
+
+/// The path of an entry inside the archive.
+pub fn entry_path(db: &str, coll: &str, suffix: &str) -> String {
+    format!("{}/{}.{suffix}", escape_segment(db), escape_segment(coll))
+}
+
+/// Hashes, counts and forwards compressed bytes to the uploader in chunks.
+struct ChannelSink {
+    tx: mpsc::Sender<Bytes>,
+    buf: Vec<u8>,
+    chunk: usize,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl ChannelSink {
+    fn send_buf(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let data = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(self.chunk)));
+        self.tx
+            .blocking_send(data)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "uploader stopped"))
+    }
+}
+
+impl Write for ChannelSink {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.hasher.update(data);
+        self.size += data.len() as u64;
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= self.chunk {
+            self.send_buf()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Parameters of one collection archive.
+#[derive(Debug, Clone)]
+pub struct ArchiveSpec {
+    /// Database name.
+    pub db: String,
+    /// Collection name.
+    pub coll: String,
+    /// The metadata entry's bytes.
+    pub metadata_json: Vec<u8>,
+    /// Compression.
+    pub codec: Codec,
+    /// Bound on the BSON bytes of one part.
+    pub part_limit: usize,
+    /// Modification time written in the tar headers (the snapshot's start).
+    pub mtime: u64,
+}
+
+fn map_io(e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Error::Cancelled
+    } else {
+        Error::io("writing archive", e)
+    }
+}
+
+/// Write the archive of one collection from `docs` into `out`. Blocking: run it on a
+/// blocking thread.
+///
+/// # Errors
+/// [`Error::Cancelled`] when the reader stopped without [`Chunk::End`] or the uploader
+/// hung up (the other side holds the real error); [`Error::Format`] on a malformed document.
+pub fn write_archive(
+    spec: &ArchiveSpec,
+    mut docs: mpsc::Receiver<Chunk>,
+    out: mpsc::Sender<Bytes>,
+) -> Result<ArchiveStats> {
+    let sink = ChannelSink {
+        tx: out,
+        buf: Vec::with_capacity(1 << 20),
+        chunk: 1 << 20,
+        hasher: Sha256::new(),
+        size: 0,
+    };
+    match spec.codec {
+        Codec::Gzip(level) => {
+            let gz = flate2::write::GzEncoder::new(sink, flate2::Compression::new(level));
+            let (gz, stats) = write_tar(spec, &mut docs, gz)?;
+            finish_sink(gz.finish().map_err(map_io)?, stats)
+        }
+        Codec::None => {
+            let (sink, stats) = write_tar(spec, &mut docs, sink)?;
+            finish_sink(sink, stats)
+        }
+    }
+}
+
+fn finish_sink(mut sink: ChannelSink, mut stats: ArchiveStats) -> Result<ArchiveStats> {
+    sink.send_buf().map_err(map_io)?;
+    stats.size = sink.size;
+    stats.sha256 = hex::encode(sink.hasher.finalize());
+    Ok(stats)
+}
+
+fn append<W: Write>(tar: &mut tar::Builder<W>, path: &str, data: &[u8], mtime: u64) -> Result<()> {
+    let mut h = tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_mtime(mtime);
+    h.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(&mut h, path, data).map_err(map_io)
+}
+
+fn write_tar<W: Write>(
+    spec: &ArchiveSpec,
+    docs: &mut mpsc::Receiver<Chunk>,
+    w: W,
+) -> Result<(W, ArchiveStats)> {
+    let mut tar = tar::Builder::new(w);
+    append(&mut tar, &entry_path(&spec.db, &spec.coll, "metadata.json"), &spec.metadata_json, spec.mtime)?;
+    let mut stats = ArchiveStats {
+        count: 0,
+        bson_bytes: 0,
+        digest: ContentDigest::new(),
+        parts: 0,
+        size: 0,
+        sha256: String::new(),
+    };
+    let mut part: Vec<u8> = Vec::new();
+    let flush = |part: &mut Vec<u8>, stats: &mut ArchiveStats, tar: &mut tar::Builder<W>| -> Result<()> {
+        if part.is_empty() {
+            return Ok(());
+        }
+        stats.parts += 1;
+        let name = entry_path(&spec.db, &spec.coll, &format!("part-{:06}.bson", stats.parts));
+        append(tar, &name, part, spec.mtime)?;
+        part.clear();
+        Ok(())
+    };
+    loop {
+        match docs.blocking_recv() {
+            Some(Chunk::Docs(data)) => {
+                let mut rest = &data[..];
+                while !rest.is_empty() {
+                    let len = doc_len(rest, &spec.db, &spec.coll)?;
+                    let (doc, tail) = rest.split_at(len);
+                    stats.digest.add_document(doc);
+                    stats.count += 1;
+                    stats.bson_bytes += len as u64;
+                    if !part.is_empty() && part.len() + len > spec.part_limit {
+                        flush(&mut part, &mut stats, &mut tar)?;
+                    }
+                    if part.capacity() == 0 {
+                        part.reserve_exact(spec.part_limit.max(len));
+                    }
+                    part.extend_from_slice(doc);
+                    rest = tail;
+                }
+            }
+            Some(Chunk::End) => break,
+            None => return Err(Error::Cancelled),
+        }
+    }
+    flush(&mut part, &mut stats, &mut tar)?;
+    let w = tar.into_inner().map_err(map_io)?;
+    Ok((w, stats))
+}
+
+fn doc_len(data: &[u8], db: &str, coll: &str) -> Result<usize> {
+    let bad = |detail: String| Error::Format {
+        what: format!("a document of {db}.{coll}"),
+        detail,
+    };
+    if data.len() < 5 {
+        return Err(bad(format!("{} trailing bytes are not a document", data.len())));
+    }
+    let len = i32::from_le_bytes([data[0], data[1], data[2], data[3]]);
+    if len < 5 || len as usize > data.len() {
+        return Err(bad(format!("document length {len} with {} bytes left", data.len())));
+    }
+    Ok(len as usize)
+}
+
+/// One entry read back from an archive.
+#[derive(Debug)]
+pub enum Entry {
+    /// The metadata JSON.
+    Metadata(Vec<u8>),
+    /// A part of concatenated raw BSON documents.
+    Part(Vec<u8>),
+}
+
+/// Read an archive (already checked or being checked by the caller), calling `visit` for
+/// the metadata and each document part in order. Blocking.
+///
+/// # Errors
+/// A truncated or corrupt stream, or an entry that does not belong.
+pub fn read_archive(
+    reader: impl Read,
+    codec: Codec,
+    mut visit: impl FnMut(Entry) -> Result<()>,
+) -> Result<()> {
+    let reader: Box<dyn Read> = match codec {
+        Codec::Gzip(_) => Box::new(flate2::read::MultiGzDecoder::new(reader)),
+        Codec::None => Box::new(reader),
+    };
+    let bad = |detail: String| Error::Format {
+        what: "archive".into(),
+        detail,
+    };
+    let mut ar = tar::Archive::new(reader);
+    for entry in ar.entries().map_err(|e| bad(e.to_string()))? {
+        let mut entry = entry.map_err(|e| bad(e.to_string()))?;
+        let path = entry.path().map_err(|e| bad(e.to_string()))?.to_string_lossy().into_owned();
+        let mut data = Vec::with_capacity(entry.size() as usize);
+        entry.read_to_end(&mut data).map_err(|e| bad(format!("{path}: {e}")))?;
+        if path.ends_with(".metadata.json") {
+            visit(Entry::Metadata(data))?;
+        } else if path.ends_with(".bson") {
+            visit(Entry::Part(data))?;
+        } else {
+            return Err(bad(format!("unexpected entry {path}")));
+        }
+    }
+    Ok(())
+}
+
+/// Split a part into its documents.
+///
+/// # Errors
+/// A malformed length prefix.
+pub fn documents(part: &[u8]) -> Result<Vec<&[u8]>> {
+    let mut out = Vec::new();
+    let mut rest = part;
+    while !rest.is_empty() {
+        let len = doc_len(rest, "archive", "part")?;
+        let (d, t) = rest.split_at(len);
+        out.push(d);
+        rest = t;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mongodb::bson::{doc, RawDocumentBuf};
+
+    fn raw(n: i32, pad: usize) -> Vec<u8> {
+        let d = doc! { "_id": n, "pad": "x".repeat(pad) };
+        RawDocumentBuf::from_document(&d).unwrap().into_bytes()
+    }
+
+    fn run(codec: Codec, part_limit: usize, docs: Vec<Vec<u8>>) -> (ArchiveStats, Vec<u8>) {
+        let spec = ArchiveSpec {
+            db: "shop".into(),
+            coll: "odd name.ü".into(),
+            metadata_json: b"{\"options\":{}}".to_vec(),
+            codec,
+            part_limit,
+            mtime: 0,
+        };
+        let (dtx, drx) = mpsc::channel(4);
+        let (otx, mut orx) = mpsc::channel(4);
+        let h = std::thread::spawn(move || write_archive(&spec, drx, otx));
+        let feeder = std::thread::spawn(move || {
+            for chunk in docs.chunks(3) {
+                dtx.blocking_send(Chunk::Docs(chunk.concat())).unwrap();
+            }
+            dtx.blocking_send(Chunk::End).unwrap();
+        });
+        let mut out = Vec::new();
+        while let Some(b) = orx.blocking_recv() {
+            out.extend_from_slice(&b);
+        }
+        feeder.join().unwrap();
+        (h.join().unwrap().unwrap(), out)
+    }
+
+    #[test]
+    fn round_trip_with_bounded_parts() {
+        let docs: Vec<Vec<u8>> = (0..20).map(|i| raw(i, 100 + i as usize * 10)).collect();
+        let total: usize = docs.iter().map(Vec::len).sum();
+        for codec in [Codec::Gzip(6), Codec::None] {
+            let (stats, bytes) = run(codec, 1000, docs.clone());
+            assert_eq!(stats.count, 20);
+            assert_eq!(stats.bson_bytes as usize, total);
+            assert_eq!(stats.size as usize, bytes.len());
+            assert_eq!(stats.sha256, hex::encode(Sha256::digest(&bytes)));
+            let mut expect = ContentDigest::new();
+            docs.iter().for_each(|d| expect.add_document(d));
+            assert_eq!(stats.digest, expect);
+
+            let mut meta = None;
+            let mut got = Vec::new();
+            let mut parts = 0;
+            read_archive(&bytes[..], codec, |e| {
+                match e {
+                    Entry::Metadata(m) => meta = Some(m),
+                    Entry::Part(p) => {
+                        assert!(p.len() <= 1000, "part of {} bytes over the limit", p.len());
+                        parts += 1;
+                        got.extend(documents(&p).unwrap().into_iter().map(<[u8]>::to_vec));
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(meta.as_deref(), Some(&b"{\"options\":{}}"[..]));
+            assert_eq!(got, docs, "documents differ after the round trip");
+            assert_eq!(parts, stats.parts);
+            assert!(parts > 3, "parts were not bounded: {parts}");
+        }
+    }
+
+    #[test]
+    fn a_document_larger_than_the_limit_gets_a_part_of_its_own() {
+        let docs = vec![raw(1, 10), raw(2, 5000), raw(3, 10)];
+        let (stats, _) = run(Codec::Gzip(1), 1000, docs);
+        assert_eq!((stats.count, stats.parts), (3, 3));
+    }
+
+    #[test]
+    fn reader_that_stops_without_end_cancels() {
+        let spec = ArchiveSpec {
+            db: "d".into(),
+            coll: "c".into(),
+            metadata_json: b"{}".to_vec(),
+            codec: Codec::None,
+            part_limit: 1000,
+            mtime: 0,
+        };
+        let (dtx, drx) = mpsc::channel(1);
+        let (otx, mut orx) = mpsc::channel(16);
+        dtx.blocking_send(Chunk::Docs(raw(1, 1))).unwrap();
+        drop(dtx);
+        let r = write_archive(&spec, drx, otx);
+        assert!(matches!(r, Err(Error::Cancelled)), "{r:?}");
+        while orx.blocking_recv().is_some() {}
+    }
+
+    #[test]
+    fn truncated_gzip_archive_is_an_error() {
+        let (_, bytes) = run(Codec::Gzip(6), 1000, (0..10).map(|i| raw(i, 300)).collect());
+        let cut = &bytes[..bytes.len() / 2];
+        assert!(read_archive(cut, Codec::Gzip(6), |_| Ok(())).is_err());
+    }
+
+    #[test]
+    fn codec_parsing() {
+        assert_eq!(Codec::parse("gzip").unwrap(), Codec::Gzip(6));
+        assert_eq!(Codec::parse("gzip:1").unwrap(), Codec::Gzip(1));
+        assert_eq!(Codec::parse("none").unwrap(), Codec::None);
+        for bad in ["gzip:10", "zip", "gzip:", ""] {
+            assert!(Codec::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
