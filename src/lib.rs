@@ -11,3 +11,6 @@ pub use error::{Error, ExitCode, Result};
 pub mod archive;
 pub mod digest;
 pub mod manifest;
+pub mod source;
+pub mod repository;
+pub mod backup;

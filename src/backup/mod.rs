@@ -1,0 +1,231 @@
+//! `mongokeep backup`: choose what to back up, run the collection pipelines a few at a
+//! time, and write the manifest last. A run that fails removes what it stored (best
+//! effort) and never writes a manifest, so no half-made snapshot is ever visible.
+
+mod collection;
+mod select;
+
+pub use collection::{ext_json, metadata_json, PipelineSettings};
+pub use select::Selection;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::archive::Codec;
+use crate::error::root_cause;
+use crate::manifest::{BackupOptionsRecord, Consistency, Manifest, Tool, Totals, FORMAT_VERSION};
+use crate::repository::{lock, snapshot_id, Repository};
+use crate::source::{CollectionSpec, Source};
+use crate::storage::upload::UploadConfig;
+use crate::storage::StorageExt;
+use crate::{Error, Result};
+
+/// Everything a backup run needs besides the source and repository.
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    /// What to include.
+    pub selection: Selection,
+    /// Compression.
+    pub codec: Codec,
+    /// Bound on the BSON bytes of one archive part.
+    pub part_limit: usize,
+    /// Collections backed up at once.
+    pub parallel: usize,
+    /// Upload tuning.
+    pub upload: UploadConfig,
+    /// Tags recorded in the manifest.
+    pub tags: Vec<String>,
+    /// The run's start time (a parameter so that tests and ids are exact).
+    pub now: DateTime<Utc>,
+    /// Random part of the snapshot id and lock name.
+    pub nonce: u64,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        Self {
+            selection: Selection::default(),
+            codec: Codec::Gzip(6),
+            part_limit: 16 * 1024 * 1024,
+            parallel: 2,
+            upload: UploadConfig::default(),
+            tags: vec![],
+            now: Utc::now(),
+            nonce: rand::random(),
+        }
+    }
+}
+
+/// The `--json` summary of a backup.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupSummary {
+    /// Snapshot id.
+    pub snapshot: String,
+    /// Repository.
+    pub repository: String,
+    /// Start and end.
+    pub started_at: DateTime<Utc>,
+    /// End.
+    pub finished_at: DateTime<Utc>,
+    /// Seconds taken.
+    pub seconds: f64,
+    /// Collections (not views) stored.
+    pub collections: u64,
+    /// Views recorded.
+    pub views: u64,
+    /// Documents stored.
+    pub documents: u64,
+    /// BSON bytes read.
+    pub bson_bytes: u64,
+    /// Bytes stored.
+    pub stored_bytes: u64,
+    /// Whether the snapshot is point-in-time consistent.
+    pub point_in_time: bool,
+}
+
+impl BackupSummary {
+    /// Summarize a manifest.
+    pub fn of(m: &Manifest, repository: String) -> Self {
+        Self {
+            snapshot: m.snapshot.clone(),
+            repository,
+            started_at: m.started_at,
+            finished_at: m.finished_at,
+            seconds: (m.finished_at - m.started_at).num_milliseconds() as f64 / 1000.0,
+            collections: m.totals.collections,
+            views: m.totals.views,
+            documents: m.totals.documents,
+            bson_bytes: m.totals.bson_bytes,
+            stored_bytes: m.totals.stored_bytes,
+            point_in_time: m.consistency.point_in_time,
+        }
+    }
+}
+
+/// The collections a run will back up, in order.
+///
+/// # Errors
+/// The source failed while listing.
+pub async fn plan(source: &Source, selection: &Selection) -> Result<Vec<CollectionSpec>> {
+    let mut out = Vec::new();
+    for db in source.list_databases().await? {
+        if !selection.wants_db(&db) {
+            continue;
+        }
+        for spec in source.list_collections(&db).await? {
+            if selection.wants_collection(&spec) {
+                out.push(spec);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Run a backup: lock, plan, store every collection, write the manifest, unlock.
+///
+/// # Errors
+/// Lock held, source or repository failure; nothing of the run stays visible as a snapshot.
+pub async fn run(source: &Source, repo: &Repository, opts: &BackupOptions) -> Result<Manifest> {
+    repo.check_access().await?;
+    let guard = lock::acquire(repo, "backup", opts.now, opts.nonce).await?;
+    let id = snapshot_id(opts.now, (opts.nonce & 0xffff) as u16);
+    let result = run_locked(source, repo, opts, &id).await;
+    if result.is_err() {
+        // Best effort: the snapshot has no manifest, so what remains is garbage for prune.
+        match repo.store().delete_prefix(&format!("snapshots/{id}/")).await {
+            Ok(n) if n > 0 => tracing::info!(snapshot = %id, objects = n, "removed the objects of the failed run"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(snapshot = %id, error = %e, "could not remove the objects of the failed run; prune removes them"),
+        }
+    }
+    guard.release().await;
+    result
+}
+
+async fn run_locked(source: &Source, repo: &Repository, opts: &BackupOptions, id: &str) -> Result<Manifest> {
+    let start_op = source.operation_time().await?;
+    let specs = plan(source, &opts.selection).await?;
+    tracing::info!(snapshot = %id, collections = specs.len(), repository = %repo.describe(), "backup started");
+    let settings = PipelineSettings {
+        snapshot: id.to_string(),
+        codec: opts.codec,
+        part_limit: opts.part_limit,
+        upload: opts.upload,
+        mtime: opts.now.timestamp().max(0) as u64,
+    };
+    let cancel = CancellationToken::new();
+    let results: Vec<Result<crate::manifest::CollectionEntry>> = futures::stream::iter(specs.iter())
+        .map(|spec| {
+            let cancel = cancel.clone();
+            let settings = &settings;
+            async move {
+                if cancel.is_cancelled() {
+                    return Err(Error::Cancelled);
+                }
+                let r = if spec.kind == "view" {
+                    Ok(collection::view_entry(spec))
+                } else {
+                    collection::backup_collection(source, repo, spec, settings, cancel.clone()).await
+                };
+                if r.is_err() {
+                    cancel.cancel();
+                }
+                r
+            }
+        })
+        .buffered(opts.parallel.max(1))
+        .collect()
+        .await;
+    let mut entries = Vec::with_capacity(results.len());
+    let mut errors = Vec::new();
+    for r in results {
+        match r {
+            Ok(e) => entries.push(e),
+            Err(e) => errors.push(e),
+        }
+    }
+    if let Some(e) = root_cause(errors) {
+        return Err(e);
+    }
+    let end_op = source.operation_time().await?;
+    let point_in_time = false;
+    let note = match source.info.topology.as_str() {
+        "replica_set" => "not point-in-time: each collection is read as of its own moment between the start and end operation times; writes during the run may be partly included",
+        _ => "not point-in-time: a standalone server has no oplog, so each collection is read as of its own moment during the run",
+    };
+    let manifest = Manifest {
+        format: "mongokeep-manifest".into(),
+        format_version: FORMAT_VERSION,
+        snapshot: id.to_string(),
+        started_at: opts.now,
+        finished_at: Utc::now().max(opts.now),
+        tool: Tool {
+            name: "mongokeep".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        },
+        source: source.info.clone(),
+        consistency: Consistency {
+            point_in_time,
+            note: note.into(),
+            start_operation_time: start_op,
+            end_operation_time: end_op,
+        },
+        options: BackupOptionsRecord {
+            compression: opts.codec.spec(),
+            archive_part_bytes: opts.part_limit as u64,
+            databases: opts.selection.databases.clone(),
+            ns_include: opts.selection.ns_include.clone(),
+            ns_exclude: opts.selection.ns_exclude.clone(),
+            include_users: opts.selection.include_users,
+        },
+        tags: opts.tags.clone(),
+        digest_algorithm: crate::digest::ALGORITHM.into(),
+        totals: Totals::of(&entries),
+        collections: entries,
+    };
+    repo.write_manifest(&manifest).await?;
+    tracing::info!(snapshot = %id, documents = manifest.totals.documents, "backup complete");
+    Ok(manifest)
+}

@@ -1,0 +1,155 @@
+//! Which namespaces a backup includes: every database but `admin`, `local` and `config`
+//! (users and roles on request), narrowed by `--db`, `--ns-include` and `--ns-exclude` globs
+//! matched against `db.collection`.
+
+use globset::{GlobSet, GlobSetBuilder};
+
+use crate::source::CollectionSpec;
+use crate::{Error, Result};
+
+const SYSTEM_DBS: [&str; 3] = ["admin", "local", "config"];
+
+/// The namespaces to back up.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Only these databases (all but the system ones when empty).
+    pub databases: Vec<String>,
+    /// Globs over `db.collection`; when any is given, only matching namespaces.
+    pub ns_include: Vec<String>,
+    /// Globs over `db.collection` to leave out.
+    pub ns_exclude: Vec<String>,
+    /// Also back up `admin.system.users` and `admin.system.roles`.
+    pub include_users: bool,
+    include: Option<GlobSet>,
+    exclude: Option<GlobSet>,
+}
+
+fn build(globs: &[String], flag: &str) -> Result<Option<GlobSet>> {
+    if globs.is_empty() {
+        return Ok(None);
+    }
+    let mut b = GlobSetBuilder::new();
+    for g in globs {
+        // A namespace is not a path: `*` also matches `/` and `.`.
+        let glob = globset::GlobBuilder::new(g)
+            .literal_separator(false)
+            .build()
+            .map_err(|e| Error::Config(format!("{flag} {g:?}: {e}")))?;
+        b.add(glob);
+    }
+    b.build().map(Some).map_err(|e| Error::Config(format!("{flag}: {e}")))
+}
+
+impl Selection {
+    /// Build a selection, compiling the globs.
+    ///
+    /// # Errors
+    /// A malformed glob, as a configuration error naming it.
+    pub fn new(databases: Vec<String>, ns_include: Vec<String>, ns_exclude: Vec<String>, include_users: bool) -> Result<Self> {
+        Ok(Self {
+            include: build(&ns_include, "--ns-include")?,
+            exclude: build(&ns_exclude, "--ns-exclude")?,
+            databases,
+            ns_include,
+            ns_exclude,
+            include_users,
+        })
+    }
+
+    /// Whether to look into database `db` at all.
+    pub fn wants_db(&self, db: &str) -> bool {
+        if db == "admin" && self.include_users {
+            return true;
+        }
+        if !self.databases.is_empty() {
+            return self.databases.iter().any(|d| d == db);
+        }
+        !SYSTEM_DBS.contains(&db)
+    }
+
+    /// Whether a collection is backed up.
+    pub fn wants_collection(&self, spec: &CollectionSpec) -> bool {
+        let ns = format!("{}.{}", spec.db, spec.name);
+        if SYSTEM_DBS.contains(&spec.db.as_str()) && !self.databases.iter().any(|d| d == &spec.db) {
+            // Only users and roles come from the system databases, and only on request.
+            return self.include_users && (ns == "admin.system.users" || ns == "admin.system.roles");
+        }
+        // system.* holds server internals (views' definitions, time-series buckets, profile);
+        // views and time-series collections are backed up through their own entries.
+        if spec.name.starts_with("system.") && spec.name != "system.js" {
+            return false;
+        }
+        if let Some(inc) = &self.include {
+            if !inc.is_match(&ns) {
+                return false;
+            }
+        }
+        if let Some(exc) = &self.exclude {
+            if exc.is_match(&ns) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(db: &str, name: &str) -> CollectionSpec {
+        CollectionSpec {
+            db: db.into(),
+            name: name.into(),
+            kind: "collection".into(),
+            options: Default::default(),
+            uuid: None,
+        }
+    }
+
+    #[test]
+    fn system_databases_skipped_unless_asked() {
+        let s = Selection::new(vec![], vec![], vec![], false).unwrap();
+        assert!(s.wants_db("shop"));
+        for db in ["admin", "local", "config"] {
+            assert!(!s.wants_db(db), "{db}");
+        }
+        let u = Selection::new(vec![], vec![], vec![], true).unwrap();
+        assert!(u.wants_db("admin"));
+        assert!(u.wants_collection(&spec("admin", "system.users")));
+        assert!(u.wants_collection(&spec("admin", "system.roles")));
+        assert!(!u.wants_collection(&spec("admin", "system.version")));
+        assert!(!s.wants_collection(&spec("admin", "system.users")));
+    }
+
+    #[test]
+    fn db_filter() {
+        let s = Selection::new(vec!["shop".into()], vec![], vec![], false).unwrap();
+        assert!(s.wants_db("shop"));
+        assert!(!s.wants_db("chat"));
+    }
+
+    #[test]
+    fn include_and_exclude_globs_over_namespaces() {
+        let s = Selection::new(vec![], vec!["shop.*".into(), "chat.messages".into()], vec!["shop.tmp_*".into()], false).unwrap();
+        assert!(s.wants_collection(&spec("shop", "orders")));
+        assert!(s.wants_collection(&spec("shop", "a.dotted.name")));
+        assert!(!s.wants_collection(&spec("shop", "tmp_import")));
+        assert!(s.wants_collection(&spec("chat", "messages")));
+        assert!(!s.wants_collection(&spec("chat", "users")));
+    }
+
+    #[test]
+    fn internal_system_collections_are_skipped() {
+        let s = Selection::new(vec![], vec![], vec![], false).unwrap();
+        assert!(!s.wants_collection(&spec("shop", "system.views")));
+        assert!(!s.wants_collection(&spec("shop", "system.buckets.metrics")));
+        assert!(s.wants_collection(&spec("shop", "system.js")));
+    }
+
+    #[test]
+    fn bad_glob_is_a_config_error() {
+        let e = Selection::new(vec![], vec!["shop.[".into()], vec![], false).unwrap_err();
+        assert!(e.to_string().contains("--ns-include"), "{e}");
+    }
+}

@@ -1,0 +1,343 @@
+//! A repository: the layout of snapshots in a [`Storage`], snapshot ids, listing, manifest
+//! reads and writes, and the repository lock ([`lock`]).
+//!
+//! ```text
+//! snapshots/<id>/manifest.json                 written last: the snapshot exists iff it does
+//! snapshots/<id>/data/<db>/<coll>.tar.gz
+//! locks/<operation>-<id>.json
+//! ```
+
+pub mod lock;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::manifest::Manifest;
+use crate::storage::{escape_segment, Storage, StorageError};
+use crate::{Error, Result};
+
+/// A snapshot id: UTC start time to the second, then 4 hex digits so that two runs in the
+/// same second differ, e.g. `20261122T020000Z-7f3a`. Ids sort by time.
+pub fn snapshot_id(started_at: DateTime<Utc>, nonce: u16) -> String {
+    format!("{}-{nonce:04x}", started_at.format("%Y%m%dT%H%M%SZ"))
+}
+
+/// The start time encoded in a snapshot id.
+pub fn id_time(id: &str) -> Option<DateTime<Utc>> {
+    let ts = id.get(..16)?;
+    NaiveDateTime::parse_from_str(ts, "%Y%m%dT%H%M%SZ")
+        .ok()
+        .map(|n| n.and_utc())
+}
+
+/// One line of `mongokeep snapshots`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SnapshotSummary {
+    /// Snapshot id.
+    pub id: String,
+    /// Start time (from the manifest, or from the id when incomplete).
+    pub started_at: DateTime<Utc>,
+    /// End time; `null` when incomplete.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// True when the manifest exists.
+    pub complete: bool,
+    /// Bytes stored for the snapshot.
+    pub size_bytes: u64,
+    /// Documents stored (0 when incomplete).
+    pub documents: u64,
+    /// Collections stored (0 when incomplete).
+    pub collections: u64,
+    /// Source deployment, as recorded.
+    pub source: Option<String>,
+    /// Tags.
+    pub tags: Vec<String>,
+}
+
+/// A repository over a store.
+#[derive(Debug, Clone)]
+pub struct Repository {
+    store: Arc<dyn Storage>,
+}
+
+impl Repository {
+    /// Wrap a store.
+    pub fn new(store: Arc<dyn Storage>) -> Self {
+        Self { store }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Storage> {
+        &self.store
+    }
+
+    /// `s3://bucket/prefix` or `file:///path`, for messages.
+    pub fn describe(&self) -> String {
+        self.store.describe()
+    }
+
+    /// Wrap a storage error with this repository's name.
+    pub fn err(&self, e: StorageError) -> Error {
+        Error::Storage {
+            repo: self.describe(),
+            source: e,
+        }
+    }
+
+    /// Key of a snapshot's manifest.
+    pub fn manifest_key(id: &str) -> String {
+        format!("snapshots/{id}/manifest.json")
+    }
+
+    /// Key of a collection archive.
+    pub fn data_key(id: &str, db: &str, coll: &str, extension: &str) -> String {
+        format!(
+            "snapshots/{id}/data/{}/{}.{extension}",
+            escape_segment(db),
+            escape_segment(coll)
+        )
+    }
+
+    /// Check that the repository answers (and, for S3, that the bucket exists and the
+    /// credentials work) before any work starts.
+    ///
+    /// # Errors
+    /// The store is unreachable or refuses.
+    pub async fn check_access(&self) -> Result<()> {
+        self.store
+            .list_with_delimiter("locks/")
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Store a manifest: the last write of a backup, which makes the snapshot exist.
+    ///
+    /// # Errors
+    /// The store failed.
+    pub async fn write_manifest(&self, m: &Manifest) -> Result<()> {
+        self.store
+            .put(&Self::manifest_key(&m.snapshot), Bytes::from(m.to_json()))
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// Ids of every snapshot folder, complete or not, oldest first.
+    ///
+    /// # Errors
+    /// The store failed.
+    pub async fn snapshot_ids(&self) -> Result<Vec<String>> {
+        let level = self
+            .store
+            .list_with_delimiter("snapshots/")
+            .await
+            .map_err(|e| self.err(e))?;
+        let mut ids: Vec<String> = level
+            .prefixes
+            .iter()
+            .filter_map(|p| p.strip_prefix("snapshots/")?.strip_suffix('/').map(str::to_string))
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Read a snapshot's manifest.
+    ///
+    /// # Errors
+    /// [`Error::SnapshotNotFound`] (with the nearest ids), [`Error::SnapshotIncomplete`],
+    /// a store failure, or an unreadable manifest.
+    pub async fn read_manifest(&self, id: &str) -> Result<Manifest> {
+        match self.store.get(&Self::manifest_key(id)).await {
+            Ok(b) => Manifest::from_json(&b, &format!("manifest of snapshot {id}")),
+            Err(StorageError::NotFound { .. }) => {
+                let ids = self.snapshot_ids().await?;
+                if ids.iter().any(|x| x == id) {
+                    Err(Error::SnapshotIncomplete { id: id.to_string() })
+                } else {
+                    Err(Error::SnapshotNotFound {
+                        id: id.to_string(),
+                        repo: self.describe(),
+                        nearest: nearest(&self.complete_ids().await?, id),
+                    })
+                }
+            }
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    async fn complete_ids(&self) -> Result<Vec<String>> {
+        Ok(self
+            .list_snapshots()
+            .await?
+            .into_iter()
+            .filter(|s| s.complete)
+            .map(|s| s.id)
+            .collect())
+    }
+
+    /// Resolve `latest` or an id (or a unique prefix of one) to a complete snapshot's manifest.
+    ///
+    /// # Errors
+    /// As [`Repository::read_manifest`]; `latest` in an empty repository is not found.
+    pub async fn resolve(&self, id: &str) -> Result<Manifest> {
+        if id == "latest" {
+            let snaps = self.list_snapshots().await?;
+            return match snaps.iter().find(|s| s.complete) {
+                Some(s) => self.read_manifest(&s.id).await,
+                None => Err(Error::SnapshotNotFound {
+                    id: "latest".into(),
+                    repo: self.describe(),
+                    nearest: vec![],
+                }),
+            };
+        }
+        let ids = self.snapshot_ids().await?;
+        let matches: Vec<&String> = ids.iter().filter(|x| x.starts_with(id)).collect();
+        match matches.as_slice() {
+            [one] if id.len() >= 8 => self.read_manifest(one).await,
+            _ => self.read_manifest(id).await,
+        }
+    }
+
+    /// Every snapshot, newest first, complete or not.
+    ///
+    /// # Errors
+    /// The store failed or a manifest is unreadable.
+    pub async fn list_snapshots(&self) -> Result<Vec<SnapshotSummary>> {
+        let ids = self.snapshot_ids().await?;
+        let mut out: Vec<SnapshotSummary> = futures::stream::iter(ids.into_iter().rev())
+            .map(|id| async move { self.summary(id).await })
+            .buffered(8)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_>>()?;
+        out.sort_by(|a, b| b.id.cmp(&a.id));
+        Ok(out)
+    }
+
+    async fn summary(&self, id: String) -> Result<SnapshotSummary> {
+        match self.store.get(&Self::manifest_key(&id)).await {
+            Ok(b) => {
+                let m = Manifest::from_json(&b, &format!("manifest of snapshot {id}"))?;
+                Ok(SnapshotSummary {
+                    id,
+                    started_at: m.started_at,
+                    finished_at: Some(m.finished_at),
+                    complete: true,
+                    size_bytes: m.totals.stored_bytes + b.len() as u64,
+                    documents: m.totals.documents,
+                    collections: m.totals.collections,
+                    source: Some(m.source.uri),
+                    tags: m.tags,
+                })
+            }
+            Err(StorageError::NotFound { .. }) => {
+                let objects = self
+                    .store
+                    .list(&format!("snapshots/{id}/"))
+                    .await
+                    .map_err(|e| self.err(e))?;
+                Ok(SnapshotSummary {
+                    started_at: id_time(&id).unwrap_or_default(),
+                    id,
+                    finished_at: None,
+                    complete: false,
+                    size_bytes: objects.iter().map(|o| o.size).sum(),
+                    documents: 0,
+                    collections: 0,
+                    source: None,
+                    tags: vec![],
+                })
+            }
+            Err(e) => Err(self.err(e)),
+        }
+    }
+}
+
+/// Up to three ids closest in time to `id` (by its time prefix, or by name when it has none).
+fn nearest(ids: &[String], id: &str) -> Vec<String> {
+    let mut scored: Vec<(i64, &String)> = match id_time(id) {
+        Some(t) => ids
+            .iter()
+            .map(|x| {
+                let d = id_time(x).map(|xt| (xt - t).num_seconds().abs()).unwrap_or(i64::MAX);
+                (d, x)
+            })
+            .collect(),
+        None => ids
+            .iter()
+            .map(|x| {
+                let common = x.chars().zip(id.chars()).take_while(|(a, b)| a == b).count();
+                (-(common as i64), x)
+            })
+            .collect(),
+    };
+    scored.sort();
+    let mut out: Vec<String> = scored.into_iter().take(3).map(|(_, x)| x.clone()).collect();
+    out.sort_by(|a, b| b.cmp(a));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn ids_encode_time_and_sort_by_it() {
+        let t = Utc.with_ymd_and_hms(2026, 11, 22, 2, 0, 0).unwrap();
+        let id = snapshot_id(t, 0x7f3a);
+        assert_eq!(id, "20261122T020000Z-7f3a");
+        assert_eq!(id_time(&id), Some(t));
+        let later = snapshot_id(t + chrono::Duration::seconds(1), 0);
+        assert!(later > id);
+        assert_eq!(id_time("garbage"), None);
+    }
+
+    #[test]
+    fn nearest_ids_by_time() {
+        let ids: Vec<String> = [
+            "20261101T020000Z-0001",
+            "20261120T020000Z-0002",
+            "20261121T020000Z-0003",
+            "20261122T020000Z-0004",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            nearest(&ids, "20261121T030000Z-ffff"),
+            ["20261122T020000Z-0004", "20261121T020000Z-0003", "20261120T020000Z-0002"]
+        );
+        assert_eq!(nearest(&[], "x"), Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn listing_distinguishes_complete_and_incomplete() {
+        let store = Arc::new(crate::storage::memory::MemoryStore::new());
+        let repo = Repository::new(store.clone());
+        store
+            .put("snapshots/20261122T020000Z-0001/data/a/b.tar.gz", Bytes::from_static(b"xyz"))
+            .await
+            .unwrap();
+        let s = repo.list_snapshots().await.unwrap();
+        assert_eq!(s.len(), 1);
+        assert!(!s[0].complete);
+        assert_eq!(s[0].size_bytes, 3);
+        assert!(matches!(
+            repo.read_manifest("20261122T020000Z-0001").await,
+            Err(Error::SnapshotIncomplete { .. })
+        ));
+        assert!(matches!(
+            repo.resolve("latest").await,
+            Err(Error::SnapshotNotFound { .. })
+        ));
+        assert!(matches!(
+            repo.read_manifest("20261122T020000Z-9999").await,
+            Err(Error::SnapshotNotFound { .. })
+        ));
+    }
+}

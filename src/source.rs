@@ -1,0 +1,270 @@
+//! MongoDB access: connecting (with errors that say whether the server is unreachable or
+//! refused), describing the deployment, enumerating databases, collections and indexes,
+//! and streaming a collection's documents as raw BSON from the server's own batches.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use mongodb::bson::{doc, Bson, Document, RawBsonRef};
+use mongodb::error::ErrorKind;
+use mongodb::options::ClientOptions;
+use mongodb::Client;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::archive::Chunk;
+use crate::manifest::{OpTime, SourceInfo};
+use crate::redact::{redact_uri, register_secret, uri_password};
+use crate::{Error, Result};
+
+/// Documents are forwarded to the archive writer in chunks of about this many bytes.
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// A connected MongoDB deployment.
+#[derive(Debug, Clone)]
+pub struct Source {
+    client: Client,
+    /// What the manifest records about it.
+    pub info: SourceInfo,
+}
+
+/// One entry of `listCollections`.
+#[derive(Debug, Clone)]
+pub struct CollectionSpec {
+    /// Database.
+    pub db: String,
+    /// Name.
+    pub name: String,
+    /// `collection`, `view` or `timeseries`.
+    pub kind: String,
+    /// The options document.
+    pub options: Document,
+    /// UUID as hex, when reported.
+    pub uuid: Option<String>,
+}
+
+impl Source {
+    /// Connect and check that the server answers and accepts the credentials.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a malformed URI, [`Error::SourceUnreachable`] when no server
+    /// answers within the selection timeout, [`Error::SourceRefused`] for bad credentials.
+    pub async fn connect(uri: &str) -> Result<Self> {
+        if let Some(pw) = uri_password(uri) {
+            register_secret(&pw);
+        }
+        let target = redact_uri(uri);
+        let mut opts = ClientOptions::parse(uri).await.map_err(|e| {
+            Error::Config(format!(
+                "MongoDB URI {target} is not valid: {}",
+                crate::redact::scrub(&e.to_string())
+            ))
+        })?;
+        if opts.server_selection_timeout.is_none() {
+            opts.server_selection_timeout = Some(Duration::from_secs(10));
+        }
+        if opts.connect_timeout.is_none() {
+            opts.connect_timeout = Some(Duration::from_secs(5));
+        }
+        opts.app_name.get_or_insert_with(|| "mongokeep".to_string());
+        let client = Client::with_options(opts).map_err(|e| classify(&target, "connecting", e))?;
+        let admin = client.database("admin");
+        let hello = admin
+            .run_command(doc! { "hello": 1 })
+            .await
+            .map_err(|e| classify(&target, "connecting", e))?;
+        // hello needs no authentication; listDatabases does, so credentials are checked now
+        // rather than in the middle of a run.
+        admin
+            .run_command(doc! { "listDatabases": 1, "nameOnly": true })
+            .await
+            .map_err(|e| classify(&target, "listing databases", e))?;
+        let build = admin
+            .run_command(doc! { "buildInfo": 1 })
+            .await
+            .map_err(|e| classify(&target, "reading buildInfo", e))?;
+        let replica_set = hello.get_str("setName").ok().map(str::to_string);
+        let topology = if hello.get_str("msg") == Ok("isdbgrid") {
+            "sharded"
+        } else if replica_set.is_some() {
+            "replica_set"
+        } else {
+            "standalone"
+        };
+        Ok(Self {
+            client,
+            info: SourceInfo {
+                uri: target,
+                topology: topology.to_string(),
+                server_version: build.get_str("version").unwrap_or("unknown").to_string(),
+                replica_set,
+            },
+        })
+    }
+
+    /// The driver's client (restore and tests use it).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn err(&self, context: impl Into<String>, e: mongodb::error::Error) -> Error {
+        let context = context.into();
+        classify(&self.info.uri, &context, e)
+    }
+
+    /// The cluster's latest operation time, where the topology has one (replica sets).
+    pub async fn operation_time(&self) -> Result<Option<OpTime>> {
+        let r = self
+            .client
+            .database("admin")
+            .run_command(doc! { "hello": 1 })
+            .await
+            .map_err(|e| self.err("reading the operation time", e))?;
+        let ts = r
+            .get_document("lastWrite")
+            .ok()
+            .and_then(|lw| lw.get_document("opTime").ok())
+            .and_then(|ot| ot.get_timestamp("ts").ok())
+            .or_else(|| r.get_timestamp("operationTime").ok());
+        Ok(ts.map(|t| OpTime {
+            t: t.time,
+            i: t.increment,
+        }))
+    }
+
+    /// Names of every database, sorted.
+    pub async fn list_databases(&self) -> Result<Vec<String>> {
+        let mut names = self
+            .client
+            .list_database_names()
+            .await
+            .map_err(|e| self.err("listing databases", e))?;
+        names.sort();
+        Ok(names)
+    }
+
+    /// Every collection, view and time-series collection of `db`, sorted by name.
+    pub async fn list_collections(&self, db: &str) -> Result<Vec<CollectionSpec>> {
+        let mut cursor = self
+            .client
+            .database(db)
+            .run_cursor_command(doc! { "listCollections": 1 })
+            .await
+            .map_err(|e| self.err(format!("listing collections of {db}"), e))?;
+        let mut out = Vec::new();
+        while let Some(d) = cursor.next().await {
+            let d = d.map_err(|e| self.err(format!("listing collections of {db}"), e))?;
+            let uuid = match d.get_document("info").ok().and_then(|i| i.get("uuid")) {
+                Some(Bson::Binary(b)) => Some(hex::encode(&b.bytes)),
+                _ => None,
+            };
+            out.push(CollectionSpec {
+                db: db.to_string(),
+                name: d.get_str("name").unwrap_or_default().to_string(),
+                kind: d.get_str("type").unwrap_or("collection").to_string(),
+                options: d.get_document("options").cloned().unwrap_or_default(),
+                uuid,
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Every index of a collection, as the server describes it.
+    pub async fn list_indexes(&self, db: &str, coll: &str) -> Result<Vec<Document>> {
+        let mut cursor = self
+            .client
+            .database(db)
+            .run_cursor_command(doc! { "listIndexes": coll })
+            .await
+            .map_err(|e| self.err(format!("listing indexes of {db}.{coll}"), e))?;
+        let mut out = Vec::new();
+        while let Some(d) = cursor.next().await {
+            out.push(d.map_err(|e| self.err(format!("listing indexes of {db}.{coll}"), e))?);
+        }
+        Ok(out)
+    }
+
+    /// Stream every document of `db.coll` as raw BSON into `tx`, in chunks of whole
+    /// documents, then [`Chunk::End`]. Stops with [`Error::Cancelled`] when `cancel` fires.
+    ///
+    /// # Errors
+    /// The server failed or went away; the receiver hung up ([`Error::Cancelled`]).
+    pub async fn stream_documents(
+        &self,
+        db: &str,
+        coll: &str,
+        tx: mpsc::Sender<Chunk>,
+        cancel: CancellationToken,
+    ) -> Result<()> {
+        let ctx = || format!("reading {db}.{coll}");
+        let collection = self.client.database(db).collection::<Document>(coll);
+        let mut cursor = tokio::select! {
+            r = collection.find(doc! {}).batch() => r.map_err(|e| self.err(ctx(), e))?,
+            _ = cancel.cancelled() => return Err(Error::Cancelled),
+        };
+        let mut chunk: Vec<u8> = Vec::with_capacity(CHUNK_BYTES);
+        loop {
+            let batch = tokio::select! {
+                b = cursor.next() => b,
+                _ = cancel.cancelled() => return Err(Error::Cancelled),
+            };
+            let Some(batch) = batch else { break };
+            let batch = batch.map_err(|e| self.err(ctx(), e))?;
+            let docs = batch.doc_slices().map_err(|e| self.err(ctx(), e))?;
+            for item in docs {
+                let item = item.map_err(|e| Error::Format {
+                    what: format!("a batch of {db}.{coll}"),
+                    detail: e.to_string(),
+                })?;
+                let RawBsonRef::Document(d) = item else {
+                    return Err(Error::Format {
+                        what: format!("a batch of {db}.{coll}"),
+                        detail: "an element that is not a document".into(),
+                    });
+                };
+                let bytes = d.as_bytes();
+                if !chunk.is_empty() && chunk.len() + bytes.len() > CHUNK_BYTES {
+                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_BYTES));
+                    tx.send(Chunk::Docs(full)).await.map_err(|_| Error::Cancelled)?;
+                }
+                chunk.extend_from_slice(bytes);
+            }
+        }
+        if !chunk.is_empty() {
+            tx.send(Chunk::Docs(chunk)).await.map_err(|_| Error::Cancelled)?;
+        }
+        tx.send(Chunk::End).await.map_err(|_| Error::Cancelled)?;
+        Ok(())
+    }
+}
+
+/// Map a driver error to the error a person can act on.
+pub fn classify(target: &str, context: &str, e: mongodb::error::Error) -> Error {
+    let detail = crate::redact::scrub(&first_line(&e.to_string()));
+    match *e.kind {
+        ErrorKind::ServerSelection { .. } => Error::SourceUnreachable {
+            target: target.to_string(),
+            detail,
+        },
+        ErrorKind::Authentication { .. } => Error::SourceRefused {
+            target: target.to_string(),
+            detail,
+        },
+        ErrorKind::Command(ref c) if matches!(c.code, 13 | 18 | 8000) => Error::SourceRefused {
+            target: target.to_string(),
+            detail,
+        },
+        ErrorKind::InvalidArgument { .. } => Error::Config(format!("MongoDB {target}: {detail}")),
+        _ => Error::Source {
+            context: format!("{context} ({target})"),
+            detail,
+        },
+    }
+}
+
+fn first_line(s: &str) -> String {
+    // Server-selection errors print the whole topology; the first sentence is the useful part.
+    let s = s.split(", Topology: ").next().unwrap_or(s);
+    s.chars().take(400).collect()
+}
