@@ -128,15 +128,16 @@ rs_initiate() {
 import socket, struct, sys, time
 port = int(sys.argv[1])
 def cstr(s): return s.encode() + b"\0"
-def bson_doc(items):
+def bson_doc(d):  # dict -> document, list -> array, str, int
     body = b""
-    for k, v in items:
+    for k, v in (d.items() if isinstance(d, dict) else enumerate(d)):
+        k = str(k)
         if isinstance(v, str):
             b = v.encode() + b"\0"; body += b"\x02" + cstr(k) + struct.pack("<i", len(b)) + b
         elif isinstance(v, int):
             body += b"\x10" + cstr(k) + struct.pack("<i", v)
         elif isinstance(v, list):
-            body += b"\x04" + cstr(k) + bson_doc([(str(i), x) for i, x in enumerate(v)])
+            body += b"\x04" + cstr(k) + bson_doc(v)
         else:
             body += b"\x03" + cstr(k) + bson_doc(v)
     return struct.pack("<i", len(body) + 5) + body + b"\0"
@@ -149,12 +150,12 @@ def command(doc):
     data = s.recv(n - 16, socket.MSG_WAITALL)
     s.close()
     return data
-member = [("_id", 0), ("host", "127.0.0.1:%d" % port)]
-reply = command([("replSetInitiate", [("_id", "rs0"), ("members", [member])]), ("$db", "admin")])
+member = {"_id": 0, "host": "127.0.0.1:%d" % port}
+reply = command({"replSetInitiate": {"_id": "rs0", "members": [member]}, "$db": "admin"})
 if b"already initialized" not in reply and b"ok\0" not in reply:
     print(reply, file=sys.stderr)
 for _ in range(300):
-    r = command([("hello", 1), ("$db", "admin")])
+    r = command({"hello": 1, "$db": "admin"})
     if b"isWritablePrimary\0\x01" in r:
         sys.exit(0)
     time.sleep(0.1)
@@ -224,7 +225,9 @@ cmd_start() {
 
 cmd_env() {
   cat "$RUN/garage/keys"
+  # Never let the AWS credential chain probe the EC2 metadata address from a test.
   cat <<ENV
+AWS_EC2_METADATA_DISABLED=true
 MONGOKEEP_TEST_RS_URI=mongodb://127.0.0.1:$RS_PORT/?replicaSet=rs0
 MONGOKEEP_TEST_STANDALONE_URI=mongodb://127.0.0.1:$SA_PORT/
 MONGOKEEP_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT

@@ -14,3 +14,6 @@ pub mod manifest;
 pub mod source;
 pub mod repository;
 pub mod backup;
+pub mod config;
+pub mod cli;
+pub mod sample;

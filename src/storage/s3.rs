@@ -114,6 +114,13 @@ where
 {
     let status = e.raw_response().map(|r| r.status_code());
     match &e {
+        SdkError::DispatchFailure(_) if error_chain(&e).contains("credential") => {
+            return StorageError::AccessDenied {
+                detail: format!(
+                    "{op} {key}: no AWS credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)"
+                ),
+            }
+        }
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
             return StorageError::Unreachable {
                 detail: format!("{op} {key}: {}", error_chain(&e)),

@@ -1,0 +1,296 @@
+//! The command line: clap definitions, merging flags, environment and `mongokeep.toml`
+//! (flags win, then environment, then the file), and one function per command that calls
+//! the library and prints the result.
+
+mod output;
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+use crate::archive::Codec;
+use crate::backup::{self, BackupOptions, BackupSummary, Selection};
+use crate::config::{read_uri_file, FileConfig};
+use crate::repository::Repository;
+use crate::source::Source;
+use crate::storage::upload::UploadConfig;
+use crate::storage::{self, S3Settings};
+use crate::{Error, Result};
+
+/// Streaming, checksummed, verifiable MongoDB backups into S3 or a local folder.
+#[derive(Debug, Parser)]
+#[command(name = "mongokeep", version, about, long_about = None)]
+pub struct Cli {
+    /// Options every command takes.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Configuration file [default: ./mongokeep.toml when present]
+    #[arg(long, global = true, env = "MONGOKEEP_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Repository: s3://bucket/prefix, file:///abs/path or a path [default: ./backups]
+    #[arg(long, global = true, env = "MONGOKEEP_REPO")]
+    pub repo: Option<String>,
+    /// Endpoint of an S3-compatible store, e.g. http://127.0.0.1:3900
+    #[arg(long, global = true, env = "MONGOKEEP_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region [default: from AWS_REGION / the AWS profile, else us-east-1]
+    #[arg(long, global = true, env = "MONGOKEEP_S3_REGION")]
+    pub s3_region: Option<String>,
+    /// Path-style S3 addressing (most self-hosted stores need it)
+    #[arg(long, global = true, env = "MONGOKEEP_S3_PATH_STYLE", action = ArgAction::SetTrue)]
+    pub s3_path_style: bool,
+    /// When to send request checksums: when-supported, or when-required for stores that
+    /// reject aws-chunked checksum trailers (R2, older MinIO)
+    #[arg(long, global = true, env = "MONGOKEEP_S3_CHECKSUM", value_parser = ["when-supported", "when-required"])]
+    pub s3_checksum: Option<String>,
+    /// Log format on stderr
+    #[arg(long, global = true, env = "MONGOKEEP_LOG_FORMAT", value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
+    /// More log output (-v info, -vv debug)
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Back up a MongoDB deployment into the repository
+    Backup(BackupArgs),
+    /// List the snapshots in the repository, newest first
+    Snapshots(ListArgs),
+    /// Show what a snapshot holds
+    Show(ShowArgs),
+}
+
+/// `mongokeep backup`
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// MongoDB URI. Prefer MONGODB_URI or --source-file: a URI with a password on the
+    /// command line is visible in the process list.
+    #[arg(long, env = "MONGODB_URI", hide_env_values = true)]
+    pub source: Option<String>,
+    /// File whose first line is the MongoDB URI
+    #[arg(long, env = "MONGOKEEP_SOURCE_FILE")]
+    pub source_file: Option<PathBuf>,
+    /// Only this database (repeatable)
+    #[arg(long = "db")]
+    pub databases: Vec<String>,
+    /// Only namespaces matching this glob over db.collection (repeatable)
+    #[arg(long)]
+    pub ns_include: Vec<String>,
+    /// Leave out namespaces matching this glob (repeatable)
+    #[arg(long)]
+    pub ns_exclude: Vec<String>,
+    /// Also back up users and roles (admin.system.users, admin.system.roles)
+    #[arg(long)]
+    pub include_users: bool,
+    /// gzip, gzip:0-9 or none [default: gzip:6]
+    #[arg(long)]
+    pub compression: Option<String>,
+    /// Collections backed up at once [default: 2]
+    #[arg(long)]
+    pub parallel: Option<usize>,
+    /// Bound on the BSON bytes of one archive part, MiB [default: 16]
+    #[arg(long)]
+    pub archive_part_mib: Option<usize>,
+    /// Tag the snapshot (repeatable)
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Print the summary as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `mongokeep snapshots`
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `mongokeep show`
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Snapshot id, a unique prefix of one, or `latest`
+    pub snapshot: String,
+    /// Print the manifest as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The configuration as the command sees it after merging.
+#[derive(Debug)]
+pub struct Context {
+    /// File configuration.
+    pub file: FileConfig,
+    /// Repository URL.
+    pub repo_url: String,
+    /// S3 settings.
+    pub s3: S3Settings,
+    /// Upload tuning.
+    pub upload: UploadConfig,
+}
+
+impl Context {
+    /// Merge global flags (already merged with the environment by clap) and the file.
+    ///
+    /// # Errors
+    /// The configuration file is unreadable or invalid.
+    pub fn new(g: &GlobalArgs) -> Result<Self> {
+        let file = FileConfig::load(g.config.as_deref())?;
+        let repo_url = g
+            .repo
+            .clone()
+            .or_else(|| file.repository.url.clone())
+            .unwrap_or_else(|| "./backups".to_string());
+        let checksum = g.s3_checksum.clone().or_else(|| file.s3.checksum.clone());
+        let checksum_when_required = match checksum.as_deref() {
+            None | Some("when-supported") => false,
+            Some("when-required") => true,
+            Some(other) => {
+                return Err(Error::Config(format!(
+                    "[s3] checksum = {other:?}: expected \"when-supported\" or \"when-required\""
+                )))
+            }
+        };
+        let s3 = S3Settings {
+            endpoint: g.s3_endpoint.clone().or_else(|| file.s3.endpoint.clone()),
+            region: g.s3_region.clone().or_else(|| file.s3.region.clone()),
+            path_style: g.s3_path_style || file.s3.path_style.unwrap_or(false),
+            checksum_when_required,
+            max_attempts: file.s3.max_attempts.unwrap_or(5),
+            connect_timeout_secs: 5,
+        };
+        let mut upload = UploadConfig::default();
+        if let Some(c) = file.s3.upload_concurrency {
+            upload.concurrency = c.max(1);
+        }
+        if let Some(p) = file.s3.part_size_mib {
+            upload.initial_part_size = p.max(5) << 20;
+        }
+        Ok(Self {
+            file,
+            repo_url,
+            s3,
+            upload,
+        })
+    }
+
+    /// Open the repository.
+    ///
+    /// # Errors
+    /// A malformed URL.
+    pub async fn repository(&self) -> Result<Repository> {
+        Ok(Repository::new(storage::open(&self.repo_url, &self.s3).await?))
+    }
+}
+
+/// Run a parsed command line.
+///
+/// # Errors
+/// Whatever the command failed with; `main` maps it to an exit code.
+pub async fn run(cli: Cli) -> Result<()> {
+    let ctx = Context::new(&cli.global)?;
+    match cli.command {
+        Command::Backup(a) => cmd_backup(&ctx, a).await,
+        Command::Snapshots(a) => cmd_snapshots(&ctx, a).await,
+        Command::Show(a) => cmd_show(&ctx, a).await,
+    }
+}
+
+/// The source URI: flag or MONGODB_URI, then --source-file or MONGOKEEP_SOURCE_FILE, then
+/// the file's `[source]`.
+fn source_uri(a: &BackupArgs, file: &FileConfig) -> Result<String> {
+    if let Some(u) = &a.source {
+        return Ok(u.clone());
+    }
+    if let Some(p) = &a.source_file {
+        return read_uri_file(p);
+    }
+    if let Some(p) = &file.source.uri_file {
+        return read_uri_file(p);
+    }
+    if let Some(u) = &file.source.uri {
+        return Ok(u.clone());
+    }
+    Err(Error::Config(
+        "no MongoDB source: set MONGODB_URI, or --source-file FILE, or [source] uri_file in mongokeep.toml".into(),
+    ))
+}
+
+async fn cmd_backup(ctx: &Context, a: BackupArgs) -> Result<()> {
+    let f = &ctx.file.backup;
+    let codec = Codec::parse(a.compression.as_deref().or(f.compression.as_deref()).unwrap_or("gzip:6"))?;
+    let pick = |flag: Vec<String>, file: &Vec<String>| if flag.is_empty() { file.clone() } else { flag };
+    let selection = Selection::new(
+        pick(a.databases.clone(), &f.databases),
+        pick(a.ns_include.clone(), &f.ns_include),
+        pick(a.ns_exclude.clone(), &f.ns_exclude),
+        a.include_users || f.include_users.unwrap_or(false),
+    )?;
+    let parallel = a.parallel.or(f.parallel).unwrap_or(2);
+    if parallel == 0 {
+        return Err(Error::Config("--parallel must be at least 1".into()));
+    }
+    let part_mib = a.archive_part_mib.or(f.archive_part_mib).unwrap_or(16);
+    if !(1..=1024).contains(&part_mib) {
+        return Err(Error::Config("--archive-part-mib must be between 1 and 1024".into()));
+    }
+    let mut tags = f.tags.clone();
+    tags.extend(a.tags.iter().cloned());
+    let uri = source_uri(&a, &ctx.file)?;
+    let repo = ctx.repository().await?;
+    let source = Source::connect(&uri).await?;
+    let opts = BackupOptions {
+        selection,
+        codec,
+        part_limit: part_mib << 20,
+        parallel,
+        upload: ctx.upload,
+        tags,
+        now: chrono::Utc::now(),
+        nonce: rand::random(),
+    };
+    let manifest = backup::run(&source, &repo, &opts).await?;
+    let summary = BackupSummary::of(&manifest, repo.describe());
+    if a.json {
+        output::print_json(&summary);
+    } else {
+        println!("{}", output::backup_line(&summary, &manifest));
+    }
+    Ok(())
+}
+
+async fn cmd_snapshots(ctx: &Context, a: ListArgs) -> Result<()> {
+    let repo = ctx.repository().await?;
+    let snaps = repo.list_snapshots().await?;
+    if a.json {
+        output::print_json(&snaps);
+    } else {
+        print!("{}", output::snapshots_table(&snaps, &repo.describe()));
+    }
+    Ok(())
+}
+
+async fn cmd_show(ctx: &Context, a: ShowArgs) -> Result<()> {
+    let repo = ctx.repository().await?;
+    let m = repo.resolve(&a.snapshot).await?;
+    if a.json {
+        output::print_json(&m);
+    } else {
+        print!("{}", output::manifest_text(&m));
+    }
+    Ok(())
+}

@@ -1,0 +1,192 @@
+//! What the commands print: aligned tables for people, JSON for scripts.
+
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use crate::backup::BackupSummary;
+use crate::manifest::Manifest;
+use crate::repository::SnapshotSummary;
+
+/// Print a value as pretty JSON on stdout.
+pub fn print_json<T: Serialize + ?Sized>(v: &T) {
+    println!("{}", serde_json::to_string_pretty(v).expect("serializable"));
+}
+
+/// `12.3 MiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn table(headers: &[&str], rows: &[Vec<String>], right: &[bool]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: Vec<&str>, out: &mut String| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            let pad = widths[i] - c.chars().count();
+            if i > 0 {
+                s.push_str("  ");
+            }
+            if right[i] {
+                s.push_str(&" ".repeat(pad));
+                s.push_str(c);
+            } else {
+                s.push_str(c);
+                if i + 1 < cells.len() {
+                    s.push_str(&" ".repeat(pad));
+                }
+            }
+        }
+        out.push_str(s.trim_end());
+        out.push('\n');
+    };
+    line(headers.to_vec(), &mut out);
+    for r in rows {
+        line(r.iter().map(String::as_str).collect(), &mut out);
+    }
+    out
+}
+
+/// The one-line result of a backup.
+pub fn backup_line(s: &BackupSummary, m: &Manifest) -> String {
+    format!(
+        "snapshot {} stored in {}: {} collections, {} views, {} documents, {} of BSON in {} stored, {:.1} s{}",
+        s.snapshot,
+        s.repository,
+        s.collections,
+        s.views,
+        s.documents,
+        human_bytes(s.bson_bytes),
+        human_bytes(s.stored_bytes),
+        s.seconds,
+        if m.consistency.point_in_time { "" } else { " (not point-in-time)" }
+    )
+}
+
+/// `mongokeep snapshots` as a table.
+pub fn snapshots_table(snaps: &[SnapshotSummary], repo: &str) -> String {
+    if snaps.is_empty() {
+        return format!("no snapshots in {repo}\n");
+    }
+    let rows: Vec<Vec<String>> = snaps
+        .iter()
+        .map(|s| {
+            vec![
+                s.id.clone(),
+                s.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                s.finished_at
+                    .map(|f| format!("{:.1}s", (f - s.started_at).num_milliseconds() as f64 / 1000.0))
+                    .unwrap_or_else(|| "-".into()),
+                s.collections.to_string(),
+                s.documents.to_string(),
+                human_bytes(s.size_bytes),
+                if s.complete { "complete".into() } else { "INCOMPLETE".into() },
+                s.tags.join(","),
+            ]
+        })
+        .collect();
+    table(
+        &["ID", "STARTED (UTC)", "TOOK", "COLLS", "DOCUMENTS", "SIZE", "STATUS", "TAGS"],
+        &rows,
+        &[false, false, true, true, true, true, false, false],
+    )
+}
+
+/// `mongokeep show` as text.
+pub fn manifest_text(m: &Manifest) -> String {
+    let mut out = String::new();
+    let took = (m.finished_at - m.started_at).num_milliseconds() as f64 / 1000.0;
+    let _ = writeln!(out, "snapshot     {}", m.snapshot);
+    let _ = writeln!(
+        out,
+        "time         {} to {} UTC ({took:.1} s)",
+        m.started_at.format("%Y-%m-%d %H:%M:%S"),
+        m.finished_at.format("%H:%M:%S")
+    );
+    let _ = writeln!(
+        out,
+        "source       {} ({}{}, MongoDB {})",
+        m.source.uri,
+        m.source.topology,
+        m.source.replica_set.as_deref().map(|r| format!(" {r}")).unwrap_or_default(),
+        m.source.server_version
+    );
+    let _ = writeln!(out, "consistency  {}", m.consistency.note);
+    let _ = writeln!(
+        out,
+        "options      compression {}, archive parts of at most {}{}",
+        m.options.compression,
+        human_bytes(m.options.archive_part_bytes),
+        if m.options.include_users { ", users and roles" } else { "" }
+    );
+    if !m.tags.is_empty() {
+        let _ = writeln!(out, "tags         {}", m.tags.join(", "));
+    }
+    let _ = writeln!(
+        out,
+        "totals       {} collections, {} views, {} documents, {} of BSON, {} stored",
+        m.totals.collections,
+        m.totals.views,
+        m.totals.documents,
+        human_bytes(m.totals.bson_bytes),
+        human_bytes(m.totals.stored_bytes)
+    );
+    let _ = writeln!(out, "digest       {}\n", m.digest_algorithm);
+    let rows: Vec<Vec<String>> = m
+        .collections
+        .iter()
+        .map(|c| {
+            vec![
+                format!("{}.{}", c.db, c.name),
+                c.kind.clone(),
+                c.count.to_string(),
+                human_bytes(c.bson_bytes),
+                human_bytes(c.objects.iter().map(|o| o.size).sum()),
+                c.indexes.len().to_string(),
+                if c.kind == "view" { "-".into() } else { c.content_digest[..16].to_string() },
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["NAMESPACE", "TYPE", "DOCUMENTS", "BSON", "STORED", "INDEXES", "CONTENT DIGEST"],
+        &rows,
+        &[false, false, true, true, true, true, false],
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_are_human() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(5 << 30), "5.0 GiB");
+    }
+
+    #[test]
+    fn table_aligns_columns() {
+        let t = table(&["A", "NUM"], &[vec!["long".into(), "1".into()], vec!["x".into(), "100".into()]], &[false, true]);
+        assert_eq!(t, "A     NUM\nlong    1\nx     100\n");
+    }
+}
