@@ -7,7 +7,8 @@
 #   scripts/services.sh start          start a replica set, a standalone mongod and Garage
 #   scripts/services.sh stop           stop what `start` started (by PID, nothing else)
 #   scripts/services.sh env            print the environment the tests read (after start)
-#   scripts/services.sh mongod-start DIR PORT [--replset]   one extra mongod (quick start)
+#   scripts/services.sh mongod-start DIR PORT [--replset]   one extra mongod (tests, quick start)
+#   scripts/services.sh garage-start DIR S3 RPC ADMIN        one extra Garage (tests that stop it)
 #
 # Cache: $MONGOKEEP_CACHE (default ~/.cache/mongokeep). Runtime state: $MONGOKEEP_RUN
 # (default /tmp/mongokeep-services-$UID).
@@ -164,8 +165,11 @@ sys.exit(1)
 PY
 }
 
+# garage-start DIR S3_PORT RPC_PORT ADMIN_PORT: one single-node Garage with a key that may
+# create buckets and a bucket `mongokeep-test`; writes DIR/keys and DIR/pid.
 start_garage() {
-  local dir="$RUN/garage"
+  local dir="$1" S3_PORT="$2" S3_RPC_PORT="$3" S3_ADMIN_PORT="$4"
+  install_garage
   mkdir -p "$dir/meta" "$dir/data"
   local secret
   secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -218,7 +222,7 @@ cmd_start() {
   mkdir -p "$RUN"
   cmd_mongod_start "$RUN/rs" "$RS_PORT" --replset
   cmd_mongod_start "$RUN/standalone" "$SA_PORT"
-  start_garage
+  start_garage "$RUN/garage" "$S3_PORT" "$S3_RPC_PORT" "$S3_ADMIN_PORT"
   cmd_env >"$RUN/env"
   log "started: replica set 127.0.0.1:$RS_PORT, standalone 127.0.0.1:$SA_PORT, S3 127.0.0.1:$S3_PORT"
 }
@@ -265,6 +269,7 @@ case "${1:-}" in
   stop) cmd_stop ;;
   env) cmd_env ;;
   mongod-start) shift; cmd_mongod_start "$@" ;;
+  garage-start) shift; start_garage "$@" ;;
   install-mongod) install_mongod; echo "$MONGOD_BIN" ;;
-  *) echo "usage: $0 install|start|stop|env|mongod-start DIR PORT [--replset]" >&2; exit 2 ;;
+  *) echo "usage: $0 install|start|stop|env|mongod-start DIR PORT [--replset]|garage-start DIR S3 RPC ADMIN" >&2; exit 2 ;;
 esac

@@ -172,6 +172,7 @@ impl Context {
             checksum_when_required,
             max_attempts: file.s3.max_attempts.unwrap_or(5),
             connect_timeout_secs: 5,
+            static_credentials: None,
         };
         let mut upload = UploadConfig::default();
         if let Some(c) = file.s3.upload_concurrency {

@@ -163,6 +163,9 @@ pub struct S3Settings {
     pub max_attempts: u32,
     /// Connect timeout in seconds.
     pub connect_timeout_secs: u64,
+    /// Static credentials (access key, secret) instead of the standard AWS chain; for
+    /// embedding and tests. The binary always uses the chain.
+    pub static_credentials: Option<(String, String)>,
 }
 
 /// Open a repository URL: `s3://bucket/prefix`, `file:///abs/path`, `memory://`, or a path.

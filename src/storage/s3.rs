@@ -29,6 +29,8 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     prefix: String,
+    /// Whether multipart uploads carry per-part CRC32 checksums (see `start_multipart`).
+    part_checksums: bool,
 }
 
 impl S3Store {
@@ -53,6 +55,16 @@ impl S3Store {
         if let Some(r) = &settings.region {
             loader = loader.region(Region::new(r.clone()));
         }
+        if let Some((ak, sk)) = &settings.static_credentials {
+            crate::redact::register_secret(sk);
+            loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+                ak.clone(),
+                sk.clone(),
+                None,
+                None,
+                "mongokeep-static",
+            ));
+        }
         let shared = loader.load().await;
         let mut b = aws_sdk_s3::config::Builder::from(&shared).force_path_style(settings.path_style);
         if shared.region().is_none() {
@@ -70,6 +82,7 @@ impl S3Store {
             client: Client::from_conf(b.build()),
             bucket: bucket.to_string(),
             prefix: if prefix.is_empty() { String::new() } else { format!("{prefix}/") },
+            part_checksums: !settings.checksum_when_required,
         }
     }
 
@@ -280,11 +293,18 @@ impl Storage for S3Store {
     }
 
     async fn start_multipart(&self, key: &str) -> StorageResult<Box<dyn MultipartUpload>> {
+        // The SDK checksums every part it sends unless checksums are "when required"; the
+        // upload must then declare the algorithm, or stores (Garage, AWS) reject the part
+        // checksums at completion.
         let out = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(self.full(key))
+            .set_checksum_algorithm(
+                self.part_checksums
+                    .then_some(aws_sdk_s3::types::ChecksumAlgorithm::Crc32),
+            )
             .send()
             .await
             .map_err(|e| self.map("start upload", key, e))?;
@@ -400,23 +420,27 @@ impl MultipartUpload for S3Upload {
         let id = self.upload_id.clone();
         let done = self.done.clone();
         Box::pin(async move {
-            let out = store
+            let mut req = store
                 .client
                 .upload_part()
                 .bucket(&store.bucket)
                 .key(store.full(&key))
                 .upload_id(id)
                 .part_number(n)
-                .body(SdkByteStream::from(data))
+                .body(SdkByteStream::from(data));
+            if store.part_checksums {
+                req = req.checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32);
+            }
+            let out = req
                 .send()
                 .await
                 .map_err(|e| store.map("upload part", &key, e))?;
             let part = CompletedPart::builder()
                 .part_number(n)
                 .set_e_tag(out.e_tag().map(str::to_string))
-                .set_checksum_crc32(out.checksum_crc32().map(str::to_string))
-                .set_checksum_crc32_c(out.checksum_crc32_c().map(str::to_string))
-                .set_checksum_crc64_nvme(out.checksum_crc64_nvme().map(str::to_string))
+                .set_checksum_crc32(
+                    out.checksum_crc32().filter(|_| store.part_checksums).map(str::to_string),
+                )
                 .build();
             done.lock().unwrap_or_else(|e| e.into_inner()).push(part);
             Ok(())
