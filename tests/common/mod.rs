@@ -193,10 +193,11 @@ fn script() -> PathBuf {
 fn kill_pidfile(pidfile: &Path) {
     if let Ok(pid) = std::fs::read_to_string(pidfile) {
         let pid = pid.trim();
-        let _ = Command::new("kill").args(["-9", pid]).status();
+        let _ = Command::new("kill").args(["-9", pid]).stderr(std::process::Stdio::null()).status();
         // Wait until it is gone so the port is free for a restart.
         for _ in 0..100 {
-            if !Command::new("kill").args(["-0", pid]).status().map(|s| s.success()).unwrap_or(false) {
+            let alive = Command::new("kill").args(["-0", pid]).stderr(std::process::Stdio::null()).status();
+            if !alive.map(|s| s.success()).unwrap_or(false) {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
