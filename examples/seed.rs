@@ -24,6 +24,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("app") => {
             let (db, coll) = (args.get(2).ok_or(usage)?, args.get(3).ok_or(usage)?);
             let mib: u64 = args.get(4).ok_or(usage)?.parse()?;
+            let existing = client.database(db).collection::<mongodb::bson::Document>(coll).estimated_document_count().await?;
+            if existing > 0 {
+                println!("{db}.{coll} holds {existing} documents already; left as it is");
+                return Ok(());
+            }
             let n = mongokeep::sample::seed_app(&client, db, coll, mib, 42).await?;
             println!("inserted {n} documents (about {mib} MiB) into {db}.{coll}");
         }
