@@ -79,13 +79,19 @@ impl Selection {
         if spec.name.starts_with("system.") && spec.name != "system.js" {
             return false;
         }
+        self.wants_ns(&ns)
+    }
+
+    /// Whether namespace `db.collection` passes the include and exclude globs (restore
+    /// selects from a snapshot with this alone).
+    pub fn wants_ns(&self, ns: &str) -> bool {
         if let Some(inc) = &self.include {
-            if !inc.is_match(&ns) {
+            if !inc.is_match(ns) {
                 return false;
             }
         }
         if let Some(exc) = &self.exclude {
-            if exc.is_match(&ns) {
+            if exc.is_match(ns) {
                 return false;
             }
         }

@@ -12,6 +12,7 @@ use crate::archive::Codec;
 use crate::backup::{self, BackupOptions, BackupSummary, Selection};
 use crate::config::{read_uri_file, FileConfig};
 use crate::repository::Repository;
+use crate::restore::{self, NsMap, RestoreOptions};
 use crate::source::Source;
 use crate::storage::upload::UploadConfig;
 use crate::storage::{self, S3Settings};
@@ -71,6 +72,10 @@ pub enum Command {
     Snapshots(ListArgs),
     /// Show what a snapshot holds
     Show(ShowArgs),
+    /// Restore a snapshot into a MongoDB deployment, whole or in part
+    Restore(RestoreArgs),
+    /// Write a snapshot as a mongodump-compatible folder (for a stock mongorestore)
+    Export(ExportArgs),
 }
 
 /// `mongokeep backup`
@@ -126,6 +131,62 @@ pub struct ShowArgs {
     /// Snapshot id, a unique prefix of one, or `latest`
     pub snapshot: String,
     /// Print the manifest as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `mongokeep restore`
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Snapshot id, a unique prefix of one, or `latest`
+    #[arg(long)]
+    pub snapshot: String,
+    /// MongoDB URI to restore into. Prefer MONGOKEEP_TARGET_URI or --target-file: a URI with
+    /// a password on the command line is visible in the process list.
+    #[arg(long, env = "MONGOKEEP_TARGET_URI", hide_env_values = true)]
+    pub target: Option<String>,
+    /// File whose first line is the target MongoDB URI
+    #[arg(long, env = "MONGOKEEP_TARGET_FILE")]
+    pub target_file: Option<PathBuf>,
+    /// Only namespaces of the snapshot matching this glob over db.collection (repeatable)
+    #[arg(long)]
+    pub ns_include: Vec<String>,
+    /// Leave out namespaces matching this glob (repeatable)
+    #[arg(long)]
+    pub ns_exclude: Vec<String>,
+    /// Rename: source pattern with `*` wildcards, e.g. 'shop.*' (repeatable, paired with --ns-to)
+    #[arg(long)]
+    pub ns_from: Vec<String>,
+    /// Rename: target pattern, e.g. 'shop_restored.*'
+    #[arg(long)]
+    pub ns_to: Vec<String>,
+    /// Drop each selected target collection that exists before restoring it (and nothing else)
+    #[arg(long)]
+    pub drop: bool,
+    /// Print what would be created, dropped and loaded; write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Collections restored at once [default: 2]
+    #[arg(long)]
+    pub parallel: Option<usize>,
+    /// Insert batches in flight per collection [default: 2]
+    #[arg(long)]
+    pub insert_workers: Option<usize>,
+    /// Print the plan or summary as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `mongokeep export`
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Snapshot id, a unique prefix of one, or `latest`
+    #[arg(long)]
+    pub snapshot: String,
+    /// Folder to write `<db>/<collection>.bson` and `.metadata.json` into
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Print the summary as JSON
     #[arg(long)]
     pub json: bool,
 }
@@ -208,6 +269,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Backup(a) => cmd_backup(&ctx, a).await,
         Command::Snapshots(a) => cmd_snapshots(&ctx, a).await,
         Command::Show(a) => cmd_show(&ctx, a).await,
+        Command::Restore(a) => cmd_restore(&ctx, a, cli.global.quiet).await,
+        Command::Export(a) => cmd_export(&ctx, a).await,
     }
 }
 
@@ -292,6 +355,71 @@ async fn cmd_show(ctx: &Context, a: ShowArgs) -> Result<()> {
         output::print_json(&m);
     } else {
         print!("{}", output::manifest_text(&m));
+    }
+    Ok(())
+}
+
+fn target_uri(a: &RestoreArgs) -> Result<String> {
+    if let Some(u) = &a.target {
+        return Ok(u.clone());
+    }
+    if let Some(p) = &a.target_file {
+        return read_uri_file(p);
+    }
+    Err(Error::Config(
+        "no restore target: give --target URI, or set MONGOKEEP_TARGET_URI, or --target-file FILE".into(),
+    ))
+}
+
+async fn cmd_restore(ctx: &Context, a: RestoreArgs, quiet: bool) -> Result<()> {
+    use std::io::IsTerminal;
+    let opts = RestoreOptions {
+        selection: Selection::new(vec![], a.ns_include.clone(), a.ns_exclude.clone(), false)?,
+        map: NsMap::new(&a.ns_from, &a.ns_to)?,
+        drop: a.drop,
+        parallel: a.parallel.unwrap_or(2).max(1),
+        insert_workers: a.insert_workers.unwrap_or(2).max(1),
+        progress: !quiet && !a.json && !a.dry_run && std::io::stderr().is_terminal(),
+    };
+    let uri = target_uri(&a)?;
+    let repo = ctx.repository().await?;
+    let manifest = repo.resolve(&a.snapshot).await?;
+    let target = Source::connect(&uri).await?;
+    let plan = restore::plan(&manifest, &target, &opts).await?;
+    if a.dry_run {
+        if a.json {
+            output::print_json(&plan);
+        } else {
+            print!("{}", output::restore_plan(&plan));
+        }
+        return plan.refusal().map_or(Ok(()), Err);
+    }
+    let summary = restore::execute(&repo, &target, &plan, &opts).await?;
+    if a.json {
+        output::print_json(&summary);
+    } else {
+        print!("{}", output::restore_summary(&summary));
+    }
+    Ok(())
+}
+
+async fn cmd_export(ctx: &Context, a: ExportArgs) -> Result<()> {
+    let repo = ctx.repository().await?;
+    let manifest = repo.resolve(&a.snapshot).await?;
+    let summary = crate::export::export(&repo, &manifest, &a.out).await?;
+    if a.json {
+        output::print_json(&summary);
+    } else {
+        println!(
+            "snapshot {} exported to {}: {} collections, {} views, {} documents, {} of BSON; restore it with: mongorestore --dir {}",
+            summary.snapshot,
+            summary.out,
+            summary.collections,
+            summary.views,
+            summary.documents,
+            output::human_bytes(summary.bson_bytes),
+            summary.out
+        );
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ use serde::Serialize;
 use crate::backup::BackupSummary;
 use crate::manifest::Manifest;
 use crate::repository::SnapshotSummary;
+use crate::restore::{Action, RestorePlan, RestoreSummary};
 
 /// Print a value as pretty JSON on stdout.
 pub fn print_json<T: Serialize + ?Sized>(v: &T) {
@@ -189,4 +190,59 @@ mod tests {
         let t = table(&["A", "NUM"], &[vec!["long".into(), "1".into()], vec!["x".into(), "100".into()]], &[false, true]);
         assert_eq!(t, "A     NUM\nlong    1\nx     100\n");
     }
+}
+
+/// The plan of a restore (`--dry-run`).
+pub fn restore_plan(p: &RestorePlan) -> String {
+    let mut out = format!("restore plan for snapshot {} into {}\n", p.snapshot, p.target);
+    let rows: Vec<Vec<String>> = p
+        .items
+        .iter()
+        .map(|i| {
+            vec![
+                i.source.clone(),
+                format!("{}.{}", i.target_db, i.target_name),
+                i.kind.clone(),
+                match i.action {
+                    Action::Create => "create",
+                    Action::DropAndCreate => "drop, create",
+                    Action::LoadIntoExisting => "load into existing",
+                    Action::Refused => "REFUSED",
+                }
+                .to_string(),
+                i.documents.to_string(),
+                human_bytes(i.bson_bytes),
+                i.note.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["source", "target", "type", "action", "documents", "bson", "note"],
+        &rows,
+        &[false, false, false, false, true, true, false],
+    ));
+    for s in &p.skipped {
+        let _ = writeln!(out, "skipped: {s}");
+    }
+    out
+}
+
+/// The result of a restore.
+pub fn restore_summary(s: &RestoreSummary) -> String {
+    let mut out = String::new();
+    for s in &s.skipped {
+        let _ = writeln!(out, "skipped: {s}");
+    }
+    let _ = writeln!(
+        out,
+        "snapshot {} restored into {}: {} collections, {} views, {} documents, {} of BSON in {:.1} s",
+        s.snapshot,
+        s.target,
+        s.collections,
+        s.views,
+        s.documents,
+        human_bytes(s.bson_bytes),
+        s.seconds
+    );
+    out
 }

@@ -1,0 +1,229 @@
+//! Restoring one collection:
+//!
+//! ```text
+//! store ──bytes (bounded, sha256 + size checked)──▶ gunzip + untar ──parts (bounded)──▶ insert
+//!        (async: fetch_verified)                    (blocking thread)                  (async, a
+//!                                                                                       few batches
+//!                                                                                       in flight)
+//! ```
+//!
+//! The collection is created with its recorded options first, the documents go in as raw
+//! BSON (never decoded), unordered (ordered for capped collections, whose order is their
+//! content) and with document validation bypassed (the data passed it once, or predates the
+//! validator); then the indexes are built and the count is compared with the manifest.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use mongodb::bson::{doc, Bson, Document, RawDocumentBuf};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{create_with_options, drop_if_planned, to_bson, Action, PlannedItem, Progress, RestoredItem};
+use crate::archive::{self, Codec, Entry};
+use crate::error::root_cause;
+use crate::fetch::{fetch_verified, ChannelReader};
+use crate::repository::Repository;
+use crate::source::{classify, Source};
+use crate::{Error, Result};
+
+/// A document from the manifest's canonical extended JSON.
+///
+/// # Errors
+/// The value is not a document.
+pub fn to_document(v: &serde_json::Value, what: &str) -> Result<Document> {
+    match to_bson(v, what)? {
+        Bson::Document(d) => Ok(d),
+        other => Err(Error::Format {
+            what: format!("the manifest's record of {what}"),
+            detail: format!("expected a document, found {other}"),
+        }),
+    }
+}
+
+/// Restore one collection or time-series collection as planned.
+///
+/// # Errors
+/// The target, the repository, a checksum or the final count.
+pub(super) async fn restore_collection(
+    repo: &Repository,
+    target: &Source,
+    item: &PlannedItem,
+    workers: usize,
+    cancel: &CancellationToken,
+    progress: &Progress,
+) -> Result<RestoredItem> {
+    let started = Instant::now();
+    let e = &item.entry;
+    let tns = format!("{}.{}", item.target_db, item.target_name);
+    drop_if_planned(target, item).await?;
+    if item.action != Action::LoadIntoExisting {
+        create_with_options(target, item).await?;
+    }
+    // Time-series documents are their buckets, stored from and loaded into the buckets
+    // collection behind the time-series view, as mongodump and mongorestore do.
+    let load_into = match &e.stored_from {
+        Some(_) => format!("system.buckets.{}", item.target_name),
+        None => item.target_name.clone(),
+    };
+    let coll = target.client().database(&item.target_db).collection::<RawDocumentBuf>(&load_into);
+    let ordered = e.options.get("capped").and_then(|v| v.as_bool()).unwrap_or(false);
+    let codec = match e.codec.as_str() {
+        "none" => Codec::None,
+        _ => Codec::Gzip(6),
+    };
+    let mut loaded = (0u64, 0u64);
+    for obj in &e.objects {
+        let (byte_tx, byte_rx) = mpsc::channel(8);
+        let (part_tx, mut part_rx) = mpsc::channel::<Vec<u8>>(1);
+        let what = obj.key.clone();
+        let decoder = tokio::task::spawn_blocking(move || {
+            let r = archive::read_archive(ChannelReader::new(byte_rx), codec, |entry| match entry {
+                Entry::Metadata(_) => Ok(()),
+                Entry::Part(p) => part_tx.blocking_send(p).map_err(|_| Error::Cancelled),
+            });
+            r.map_err(|e| match e {
+                Error::Format { detail, .. } => Error::Format { what: format!("archive {what}"), detail },
+                other => other,
+            })
+        });
+        let fetch = async {
+            let r = fetch_verified(repo, obj, byte_tx, cancel).await;
+            if r.is_err() {
+                cancel.cancel();
+            }
+            r
+        };
+        let insert = async {
+            let mut in_flight = FuturesUnordered::new();
+            let limit = if ordered { 1 } else { workers.max(1) };
+            let mut n = (0u64, 0u64);
+            let mut input_done = false;
+            while !(input_done && in_flight.is_empty()) {
+                tokio::select! {
+                    r = in_flight.next(), if !in_flight.is_empty() => {
+                        let (d, b): (u64, u64) = r.expect("not empty")?;
+                        n.0 += d;
+                        n.1 += b;
+                    }
+                    p = part_rx.recv(), if !input_done && in_flight.len() < limit => {
+                        let Some(part) = p else {
+                            input_done = true;
+                            continue;
+                        };
+                        in_flight.push(insert_part(&coll, part, ordered, item, &tns, target, progress));
+                    }
+                }
+            }
+            Ok::<_, Error>(n)
+        };
+        let insert = async {
+            let r = insert.await;
+            if matches!(r, Err(ref e) if !e.is_cancelled()) {
+                cancel.cancel();
+            }
+            r
+        };
+        let decode = async {
+            decoder.await.unwrap_or_else(|err| Err(Error::Format { what: "archive reader".into(), detail: err.to_string() }))
+        };
+        let (f, i, d) = tokio::join!(fetch, insert, decode);
+        match (f, i, d) {
+            (Ok(()), Ok(n), Ok(())) => {
+                loaded.0 += n.0;
+                loaded.1 += n.1;
+            }
+            // A checksum or storage failure explains a decode failure, and a target failure
+            // explains why the other stages stopped.
+            (f, i, d) => return Err(root_cause([f.err(), i.err(), d.err()].into_iter().flatten().collect()).expect("one failed")),
+        }
+    }
+    if loaded.0 != e.count {
+        return Err(Error::Integrity {
+            key: format!("{} (documents read from the archive)", item.source),
+            expected: format!("{} documents", e.count),
+            actual: format!("{} documents", loaded.0),
+        });
+    }
+    let indexes = create_indexes(target, item).await?;
+    let on_server = coll
+        .estimated_document_count()
+        .await
+        .map_err(|err| classify(&target.info.uri, &format!("counting {tns}"), err))?;
+    if on_server != e.count {
+        return Err(Error::Integrity {
+            key: format!("{tns} (documents on the target after loading)"),
+            expected: format!("{} documents", e.count),
+            actual: format!("{on_server} documents"),
+        });
+    }
+    tracing::info!(source = %item.source, target = %tns, documents = loaded.0, "collection restored");
+    Ok(RestoredItem {
+        source: item.source.clone(),
+        target: tns,
+        kind: e.kind.clone(),
+        documents: loaded.0,
+        bson_bytes: loaded.1,
+        indexes,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Insert the documents of one archive part; returns (documents, BSON bytes).
+async fn insert_part(
+    coll: &mongodb::Collection<RawDocumentBuf>,
+    part: Vec<u8>,
+    ordered: bool,
+    item: &PlannedItem,
+    tns: &str,
+    target: &Source,
+    progress: &Progress,
+) -> Result<(u64, u64)> {
+    let docs = archive::documents(&part)?
+        .into_iter()
+        .map(|d| RawDocumentBuf::from_bytes(d.to_vec()))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|err| Error::Format {
+            what: format!("a document of {}", item.source),
+            detail: err.to_string(),
+        })?;
+    let (count, bytes) = (docs.len() as u64, part.len() as u64);
+    drop(part);
+    coll.insert_many(docs)
+        .ordered(ordered)
+        .bypass_document_validation(true)
+        .await
+        .map_err(|err| classify(&target.info.uri, &format!("inserting into {tns}"), err))?;
+    progress.documents.fetch_add(count, Ordering::Relaxed);
+    progress.bytes.fetch_add(bytes, Ordering::Relaxed);
+    Ok((count, bytes))
+}
+
+/// Build every recorded index but `_id` (which `create` made, with the collection's
+/// collation), with every option as recorded.
+async fn create_indexes(target: &Source, item: &PlannedItem) -> Result<u64> {
+    let mut specs = Vec::new();
+    for v in &item.entry.indexes {
+        let mut spec = to_document(v, &format!("an index of {}", item.source))?;
+        if spec.get_str("name") == Ok("_id_") {
+            continue;
+        }
+        // `ns` (servers before 4.4) names the source namespace; createIndexes rejects a
+        // different one.
+        spec.remove("ns");
+        specs.push(spec);
+    }
+    if specs.is_empty() {
+        return Ok(0);
+    }
+    let n = specs.len() as u64;
+    target
+        .client()
+        .database(&item.target_db)
+        .run_command(doc! { "createIndexes": item.target_name.clone(), "indexes": specs })
+        .await
+        .map_err(|e| classify(&target.info.uri, &format!("creating the indexes of {}.{}", item.target_db, item.target_name), e))?;
+    Ok(n)
+}
