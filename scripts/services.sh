@@ -7,7 +7,7 @@
 #   scripts/services.sh start          start a replica set, a standalone mongod and Garage
 #   scripts/services.sh stop           stop what `start` started (by PID, nothing else)
 #   scripts/services.sh env            print the environment the tests read (after start)
-#   scripts/services.sh mongod-start DIR PORT [--replset]   one extra mongod (tests, quick start)
+#   scripts/services.sh mongod-start DIR PORT [--replset] [--auth]   one extra mongod (tests, quick start)
 #   scripts/services.sh garage-start DIR S3 RPC ADMIN        one extra Garage (tests that stop it)
 #
 # Cache: $MONGOKEEP_CACHE (default ~/.cache/mongokeep). Runtime state: $MONGOKEEP_RUN
@@ -109,12 +109,19 @@ wait_port() { # port seconds
 # mongod-start DIR PORT [--replset]: start one mongod, wait until it accepts connections,
 # and initiate a one-node replica set when asked.
 cmd_mongod_start() {
-  local dir="$1" port="$2" rs="${3:-}"
+  local dir="$1" port="$2" rs="" flag
+  shift 2
   install_mongod
   mkdir -p "$dir/db"
-  local args=(--dbpath "$dir/db" --bind_ip 127.0.0.1 --port "$port" --logpath "$dir/log"
+  local args=(--dbpath "$dir/db" --bind_ip 127.0.0.1 --port "$port" --logpath "$dir/log" --logappend
     --fork --pidfilepath "$dir/pid" --wiredTigerCacheSizeGB 0.5)
-  [ "$rs" = "--replset" ] && args+=(--replSet rs0)
+  for flag in "$@"; do
+    case "$flag" in
+      --replset) rs=--replset; args+=(--replSet rs0) ;;
+      --auth) args+=(--auth) ;;
+      *) log "mongod-start: unknown flag $flag"; return 2 ;;
+    esac
+  done
   "$MONGOD_BIN" "${args[@]}" >"$dir/fork.out" || { cat "$dir/fork.out" >&2; tail -20 "$dir/log" >&2; return 1; }
   wait_port "$port" 30
   if [ "$rs" = "--replset" ]; then
@@ -271,5 +278,5 @@ case "${1:-}" in
   mongod-start) shift; cmd_mongod_start "$@" ;;
   garage-start) shift; start_garage "$@" ;;
   install-mongod) install_mongod; echo "$MONGOD_BIN" ;;
-  *) echo "usage: $0 install|start|stop|env|mongod-start DIR PORT [--replset]|garage-start DIR S3 RPC ADMIN" >&2; exit 2 ;;
+  *) echo "usage: $0 install|start|stop|env|mongod-start DIR PORT [--replset] [--auth]|garage-start DIR S3 RPC ADMIN" >&2; exit 2 ;;
 esac

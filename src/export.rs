@@ -36,10 +36,19 @@ pub struct ExportSummary {
     pub bson_bytes: u64,
 }
 
-/// mongodump's file-name escaping of a collection name (`%` and `/` are percent-encoded;
-/// everything else is kept, which file systems allow).
+/// mongodump's file-name escaping of a collection name (Go's `url.QueryEscape`, which
+/// mongorestore reverses): ASCII letters, digits and `-_.~` stay, a space becomes `+`, every
+/// other byte is `%XX`.
 pub fn dump_file_name(name: &str) -> String {
-    name.replace('%', "%25").replace('/', "%2F")
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 /// The `<coll>.metadata.json` mongodump writes: options, indexes, uuid, collection name and
@@ -167,9 +176,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn file_names_escape_only_what_mongodump_escapes() {
-        assert_eq!(dump_file_name("with space"), "with space");
+    fn file_names_escape_as_mongodump_100_7_does() {
+        // File names read off a real `mongodump --out` of the rich sample database.
+        assert_eq!(dump_file_name("with space"), "with+space");
         assert_eq!(dump_file_name("dots.in.name"), "dots.in.name");
+        assert_eq!(dump_file_name("ünïcødé 日本"), "%C3%BCn%C3%AFc%C3%B8d%C3%A9+%E6%97%A5%E6%9C%AC");
         assert_eq!(dump_file_name("a/b%c"), "a%2Fb%25c");
     }
 }

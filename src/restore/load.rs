@@ -77,7 +77,7 @@ pub(super) async fn restore_collection(
     let mut loaded = (0u64, 0u64);
     for obj in &e.objects {
         let (byte_tx, byte_rx) = mpsc::channel(8);
-        let (part_tx, mut part_rx) = mpsc::channel::<Vec<u8>>(1);
+        let (part_tx, part_rx) = mpsc::channel::<Vec<u8>>(1);
         let what = obj.key.clone();
         let decoder = tokio::task::spawn_blocking(move || {
             let r = archive::read_archive(ChannelReader::new(byte_rx), codec, |entry| match entry {
@@ -97,6 +97,9 @@ pub(super) async fn restore_collection(
             r
         };
         let insert = async {
+            // Owned here, so that the decoder's sends fail (and it stops) as soon as the
+            // inserter ends, whatever the reason.
+            let mut part_rx = part_rx;
             let mut in_flight = FuturesUnordered::new();
             let limit = if ordered { 1 } else { workers.max(1) };
             let mut n = (0u64, 0u64);

@@ -242,16 +242,14 @@ pub async fn plan(manifest: &Manifest, target: &Source, opts: &RestoreOptions) -
             item.note = Some(format!("a {kind} of that name exists"));
             continue;
         }
-        let count = target
-            .client()
-            .database(&item.target_db)
-            .collection::<Document>(&item.target_name)
-            .estimated_document_count()
-            .await
-            .map_err(|e| classify(&target.info.uri, &format!("counting {}.{}", item.target_db, item.target_name), e))?;
-        if count > 0 {
+        // The catalog's count can be stale after an unclean shutdown (a restore killed
+        // half-way); look for a document instead.
+        let coll = target.client().database(&item.target_db).collection::<Document>(&item.target_name);
+        let ctx = |e| classify(&target.info.uri, &format!("reading {}.{}", item.target_db, item.target_name), e);
+        if coll.find_one(doc! {}).await.map_err(ctx)?.is_some() {
+            let estimate = coll.estimated_document_count().await.map_err(ctx)?;
             item.action = Action::Refused;
-            item.note = Some(format!("holds {count} documents"));
+            item.note = Some(format!("holds documents, about {}", estimate.max(1)));
         } else {
             item.action = Action::LoadIntoExisting;
             item.note = Some("exists and is empty".into());

@@ -215,21 +215,44 @@ pub struct PrivateMongod {
 
 impl PrivateMongod {
     pub fn start(replset: bool) -> Self {
+        Self::start_with(if replset { &["--replset"] } else { &[] })
+    }
+
+    /// Start with `scripts/services.sh mongod-start` flags (`--replset`, `--auth`).
+    pub fn start_with(flags: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let mut cmd = Command::new("bash");
-        cmd.arg(script()).arg("mongod-start").arg(dir.path()).arg(port.to_string());
-        if replset {
-            cmd.arg("--replset");
-        }
-        let out = cmd.output().unwrap();
+        Self::launch(dir, port, flags)
+    }
+
+    fn launch(dir: tempfile::TempDir, port: u16, flags: &[&str]) -> Self {
+        let out = Command::new("bash")
+            .arg(script())
+            .arg("mongod-start")
+            .arg(dir.path())
+            .arg(port.to_string())
+            .args(flags)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "private mongod did not start: {}", String::from_utf8_lossy(&out.stderr));
-        let uri = if replset {
+        let uri = if flags.contains(&"--replset") {
             format!("mongodb://127.0.0.1:{port}/?replicaSet=rs0&serverSelectionTimeoutMS=3000")
         } else {
             format!("mongodb://127.0.0.1:{port}/?serverSelectionTimeoutMS=3000")
         };
         Self { dir, port, uri }
+    }
+
+    /// Start a standalone mongod again on the same data and port after [`PrivateMongod::kill`].
+    pub fn restart(&self) {
+        let out = Command::new("bash")
+            .arg(script())
+            .arg("mongod-start")
+            .arg(self.dir.path())
+            .arg(self.port.to_string())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "private mongod did not restart: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     pub fn kill(&self) {
