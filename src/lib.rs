@@ -14,6 +14,7 @@ pub mod manifest;
 pub mod source;
 pub mod repository;
 pub mod backup;
+pub mod retention;
 pub mod config;
 pub mod cli;
 pub mod sample;
