@@ -12,7 +12,9 @@ use mongokeep::retention::{PeriodKind, Policy, Span};
 use serde_json::Value;
 
 fn data(name: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/restic-forget").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/conformance/restic-forget")
+        .join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
 }
@@ -27,7 +29,10 @@ fn candidates(list: &Value) -> Vec<Candidate> {
         .iter()
         .map(|s| Candidate {
             time: time(s["time"].as_str().unwrap()),
-            tags: s["tags"].as_array().map(|t| t.iter().map(|x| x.as_str().unwrap().to_string()).collect()).unwrap_or_default(),
+            tags: s["tags"]
+                .as_array()
+                .map(|t| t.iter().map(|x| x.as_str().unwrap().to_string()).collect())
+                .unwrap_or_default(),
         })
         .collect()
 }
@@ -50,7 +55,13 @@ fn rules(p: &Value) -> Rules {
     if let Some(lists) = p["tags"].as_array() {
         r.tags = lists
             .iter()
-            .map(|l| l.as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect())
+            .map(|l| {
+                l.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| t.as_str().unwrap().to_string())
+                    .collect()
+            })
             .collect();
     }
     r
@@ -63,25 +74,51 @@ fn run(snapshots: &[Candidate], cases: &Value, now: DateTime<Utc>) -> (usize, Ve
     for case in cases {
         let id = &case["id"];
         let verdicts = evaluate(snapshots, &rules(&case["policy"]), chrono_tz::UTC, now);
-        assert_eq!(verdicts.len(), snapshots.len(), "case {id}: one verdict per snapshot");
+        assert_eq!(
+            verdicts.len(),
+            snapshots.len(),
+            "case {id}: one verdict per snapshot"
+        );
         let kept: Vec<_> = verdicts.iter().filter(|v| v.keep).collect();
         let got: Vec<u64> = kept.iter().map(|v| v.index as u64).collect();
-        let want: Vec<u64> = case["expected_keep_index"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+        let want: Vec<u64> = case["expected_keep_index"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
         if got != want {
             failures.push(format!("case {id}: kept {got:?}, restic keeps {want:?}"));
             continue;
         }
-        for (v, exp) in kept.iter().zip(case["expected_reasons"].as_array().unwrap()) {
+        for (v, exp) in kept
+            .iter()
+            .zip(case["expected_reasons"].as_array().unwrap())
+        {
             let matches: Vec<String> = v.reasons.iter().map(|r| r.restic()).collect();
-            let want: Vec<&str> = exp["matches"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+            let want: Vec<&str> = exp["matches"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m.as_str().unwrap())
+                .collect();
             if matches != want {
-                failures.push(format!("case {id}, snapshot {}: reasons {matches:?}, restic gives {want:?}", v.index));
+                failures.push(format!(
+                    "case {id}, snapshot {}: reasons {matches:?}, restic gives {want:?}",
+                    v.index
+                ));
             }
             if let Some(counters) = exp.get("counters").and_then(Value::as_object) {
-                let got: serde_json::Map<String, Value> =
-                    v.counters.iter().map(|(r, n)| (r.name().to_string(), Value::from(*n))).collect();
+                let got: serde_json::Map<String, Value> = v
+                    .counters
+                    .iter()
+                    .map(|(r, n)| (r.name().to_string(), Value::from(*n)))
+                    .collect();
                 if &got != counters {
-                    failures.push(format!("case {id}, snapshot {}: counters {got:?}, restic has {counters:?}", v.index));
+                    failures.push(format!(
+                        "case {id}, snapshot {}: counters {got:?}, restic has {counters:?}",
+                        v.index
+                    ));
                 }
             }
             assert!(time(exp["time"].as_str().unwrap()) == snapshots[v.index].time);
@@ -102,7 +139,12 @@ fn every_restic_test_case_keeps_the_same_snapshots_for_the_same_reasons() {
     assert_eq!(snapshots.len(), 103);
     let (n, failures) = run(&snapshots, &data("cases.json"), now());
     assert_eq!(n, 40, "all 40 cases ran");
-    assert!(failures.is_empty(), "{} of {n} cases differ from restic:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {n} cases differ from restic:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -121,7 +163,11 @@ fn restic_cases_written_as_policy_files_plan_the_same() {
         let p = &case["policy"];
         let mut toml = String::new();
         for (k, v) in p.as_object().unwrap() {
-            let key = if k == "tags" { "keep_tags".to_string() } else { format!("keep_{k}") };
+            let key = if k == "tags" {
+                "keep_tags".to_string()
+            } else {
+                format!("keep_{k}")
+            };
             if !v.is_null() {
                 toml.push_str(&format!("{key} = {v}\n"));
             }
@@ -157,10 +203,16 @@ fn every_shipped_policy_file_parses() {
         let p = Policy::load(f).unwrap_or_else(|e| panic!("{e}"));
         assert!(!p.rules.is_empty(), "{}", f.display());
     }
-    let default = Policy::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("retention-policies/default.toml")).unwrap();
+    let default = Policy::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("retention-policies/default.toml"),
+    )
+    .unwrap();
     let daily = CountRule::Period(PeriodKind::Daily);
     let weekly = CountRule::Period(PeriodKind::Weekly);
     let monthly = CountRule::Period(PeriodKind::Monthly);
-    assert_eq!(default.rules.counts, vec![(daily, 7), (weekly, 4), (monthly, 6)]);
+    assert_eq!(
+        default.rules.counts,
+        vec![(daily, 7), (weekly, 4), (monthly, 6)]
+    );
     assert_eq!(default.timezone, chrono_tz::UTC);
 }

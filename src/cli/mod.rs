@@ -3,6 +3,9 @@
 //! the library and prints the result.
 
 mod output;
+mod retention;
+
+pub use retention::{CheckArgs, PolicyArgs, PolicyCommand, PruneArgs, SimulateArgs};
 
 use std::path::PathBuf;
 
@@ -71,6 +74,11 @@ pub enum Command {
     Snapshots(ListArgs),
     /// Show what a snapshot holds
     Show(ShowArgs),
+    /// Apply a retention policy: remove the snapshots it does not keep, and the garbage of
+    /// interrupted runs
+    Prune(PruneArgs),
+    /// Check a retention policy, or preview what it keeps of a schedule
+    Policy(PolicyArgs),
 }
 
 /// `mongokeep backup`
@@ -203,11 +211,17 @@ impl Context {
 /// # Errors
 /// Whatever the command failed with; `main` maps it to an exit code.
 pub async fn run(cli: Cli) -> Result<()> {
+    // Policies need no repository and no configuration file.
+    if let Command::Policy(a) = cli.command {
+        return retention::cmd_policy(a);
+    }
     let ctx = Context::new(&cli.global)?;
     match cli.command {
         Command::Backup(a) => cmd_backup(&ctx, a).await,
         Command::Snapshots(a) => cmd_snapshots(&ctx, a).await,
         Command::Show(a) => cmd_show(&ctx, a).await,
+        Command::Prune(a) => retention::cmd_prune(&ctx, a).await,
+        Command::Policy(a) => retention::cmd_policy(a),
     }
 }
 

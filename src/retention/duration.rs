@@ -40,10 +40,14 @@ impl Span {
             return Ok(Span::Unlimited);
         }
         if t.is_empty() {
-            return Err("empty duration; write e.g. \"7d\", \"1y2m3d4h\" or \"-1\" for unlimited".into());
+            return Err(
+                "empty duration; write e.g. \"7d\", \"1y2m3d4h\" or \"-1\" for unlimited".into(),
+            );
         }
         if t.starts_with('-') {
-            return Err(format!("{t:?}: a duration cannot be negative (\"-1\" alone means unlimited)"));
+            return Err(format!(
+                "{t:?}: a duration cannot be negative (\"-1\" alone means unlimited)"
+            ));
         }
         let (mut years, mut months, mut days, mut hours) = (0, 0, 0, 0);
         let mut number = String::new();
@@ -72,7 +76,9 @@ impl Span {
             number.clear();
         }
         if !number.is_empty() {
-            return Err(format!("{t:?}: the number {number} has no unit (y, m, d or h)"));
+            return Err(format!(
+                "{t:?}: the number {number} has no unit (y, m, d or h)"
+            ));
         }
         Ok(Span::Calendar {
             years,
@@ -228,7 +234,12 @@ mod tests {
     #[test]
     fn window_starts_follow_the_calendar() {
         let anchor = utc("2016-01-18T12:02:03Z");
-        let start = |s: &str| Span::parse(s).unwrap().start_before(anchor, Tz::UTC).unwrap();
+        let start = |s: &str| {
+            Span::parse(s)
+                .unwrap()
+                .start_before(anchor, Tz::UTC)
+                .unwrap()
+        };
         // The examples restic's data is built on (README of the conformance data).
         assert_eq!(start("1m"), utc("2015-12-18T12:02:03Z"));
         assert_eq!(start("2m2h"), utc("2015-11-18T10:02:03Z"));
@@ -244,18 +255,39 @@ mod tests {
         let one_month = Span::parse("1m").unwrap();
         // "February 31" rolls forward: Feb 2026 has 28 days, so it is March 3; Feb 2024
         // has 29, so it is March 2.
-        assert_eq!(one_month.start_before(utc("2026-03-31T02:00:00Z"), Tz::UTC), Some(utc("2026-03-03T02:00:00Z")));
-        assert_eq!(one_month.start_before(utc("2024-03-31T02:00:00Z"), Tz::UTC), Some(utc("2024-03-02T02:00:00Z")));
+        assert_eq!(
+            one_month.start_before(utc("2026-03-31T02:00:00Z"), Tz::UTC),
+            Some(utc("2026-03-03T02:00:00Z"))
+        );
+        assert_eq!(
+            one_month.start_before(utc("2024-03-31T02:00:00Z"), Tz::UTC),
+            Some(utc("2024-03-02T02:00:00Z"))
+        );
         // A month before March 1 is February 1, 28 days and not 30.
-        assert_eq!(one_month.start_before(utc("2026-03-01T00:00:00Z"), Tz::UTC), Some(utc("2026-02-01T00:00:00Z")));
+        assert_eq!(
+            one_month.start_before(utc("2026-03-01T00:00:00Z"), Tz::UTC),
+            Some(utc("2026-02-01T00:00:00Z"))
+        );
         // Days reaching into the previous year.
         let ten_days = Span::parse("10d").unwrap();
-        assert_eq!(ten_days.start_before(utc("2026-01-05T00:00:00Z"), Tz::UTC), Some(utc("2025-12-26T00:00:00Z")));
+        assert_eq!(
+            ten_days.start_before(utc("2026-01-05T00:00:00Z"), Tz::UTC),
+            Some(utc("2025-12-26T00:00:00Z"))
+        );
         // Forwards: January 31 plus one month is "February 31", March 3.
-        assert_eq!(one_month.end_after(utc("2026-01-31T02:00:00Z"), Tz::UTC), Some(utc("2026-03-03T02:00:00Z")));
+        assert_eq!(
+            one_month.end_after(utc("2026-01-31T02:00:00Z"), Tz::UTC),
+            Some(utc("2026-03-03T02:00:00Z"))
+        );
         let mixed = Span::parse("1y2m3d4h").unwrap();
-        assert_eq!(mixed.end_after(utc("2026-01-01T00:00:00Z"), Tz::UTC), Some(utc("2027-03-04T04:00:00Z")));
-        assert_eq!(Span::Unlimited.end_after(utc("2026-01-01T00:00:00Z"), Tz::UTC), None);
+        assert_eq!(
+            mixed.end_after(utc("2026-01-01T00:00:00Z"), Tz::UTC),
+            Some(utc("2027-03-04T04:00:00Z"))
+        );
+        assert_eq!(
+            Span::Unlimited.end_after(utc("2026-01-01T00:00:00Z"), Tz::UTC),
+            None
+        );
     }
 
     #[test]
@@ -265,16 +297,28 @@ mod tests {
         // CEST is Saturday 12:00 CET, 23 hours earlier.
         let end = utc("2026-03-29T10:00:00Z"); // 12:00 CEST
         let day = Span::parse("1d").unwrap();
-        assert_eq!(day.start_before(end, berlin), Some(utc("2026-03-28T11:00:00Z")));
+        assert_eq!(
+            day.start_before(end, berlin),
+            Some(utc("2026-03-28T11:00:00Z"))
+        );
         // 24h is elapsed time, not a calendar day.
         let hours = Span::parse("24h").unwrap();
-        assert_eq!(hours.start_before(end, berlin), Some(utc("2026-03-28T10:00:00Z")));
+        assert_eq!(
+            hours.start_before(end, berlin),
+            Some(utc("2026-03-28T10:00:00Z"))
+        );
         // Landing in the skipped hour moves forward: 2026-03-30 02:30 CEST minus 1d is
         // 2026-03-29 02:30, which does not exist; it becomes 03:30 CEST.
         let end = utc("2026-03-30T00:30:00Z");
-        assert_eq!(day.start_before(end, berlin), Some(utc("2026-03-29T01:30:00Z")));
+        assert_eq!(
+            day.start_before(end, berlin),
+            Some(utc("2026-03-29T01:30:00Z"))
+        );
         // Landing in the repeated hour (2026-10-25 02:30 happens twice) takes the first.
         let end = utc("2026-10-26T01:30:00Z"); // 02:30 CET on the 26th
-        assert_eq!(day.start_before(end, berlin), Some(utc("2026-10-25T00:30:00Z")));
+        assert_eq!(
+            day.start_before(end, berlin),
+            Some(utc("2026-10-25T00:30:00Z"))
+        );
     }
 }

@@ -66,7 +66,11 @@ impl Reason {
     pub fn restic(&self) -> String {
         match self {
             Reason::Count { rule, oldest } => {
-                format!("{}{} snapshot", if *oldest { "oldest " } else { "" }, rule.name())
+                format!(
+                    "{}{} snapshot",
+                    if *oldest { "oldest " } else { "" },
+                    rule.name()
+                )
             }
             other => other.to_string(),
         }
@@ -82,7 +86,11 @@ impl fmt::Display for Reason {
             Reason::Tags(t) => write!(f, "has tags [{}]", t.join(", ")),
             Reason::Within(s) => write!(f, "within {s}"),
             Reason::Count { rule, oldest: o } => write!(f, "{}{}", oldest(*o), rule.name()),
-            Reason::Window { kind, span, oldest: o } => write!(f, "{}{kind} within {span}", oldest(*o)),
+            Reason::Window {
+                kind,
+                span,
+                oldest: o,
+            } => write!(f, "{}{kind} within {span}", oldest(*o)),
             Reason::Newest => f.write_str("newest"),
             Reason::NewestVerified => f.write_str("newest verified"),
         }
@@ -150,7 +158,13 @@ impl Selector {
     }
 
     /// `Some(oldest)` when the rule keeps the snapshot at `position`.
-    fn consider(&mut self, t: DateTime<Utc>, position: usize, is_oldest: bool, tz: Tz) -> Option<bool> {
+    fn consider(
+        &mut self,
+        t: DateTime<Utc>,
+        position: usize,
+        is_oldest: bool,
+        tz: Tz,
+    ) -> Option<bool> {
         if !self.live(t) {
             return None;
         }
@@ -187,7 +201,12 @@ fn has_tags(tags: &[String], wanted: &[String]) -> bool {
 
 /// Apply `rules` to `candidates` with periods keyed in `tz`. Returns one verdict per
 /// candidate, newest first; equal times keep their input order.
-pub fn evaluate(candidates: &[Candidate], rules: &Rules, tz: Tz, now: DateTime<Utc>) -> Vec<Verdict> {
+pub fn evaluate(
+    candidates: &[Candidate],
+    rules: &Rules,
+    tz: Tz,
+    now: DateTime<Utc>,
+) -> Vec<Verdict> {
     let mut order: Vec<usize> = (0..candidates.len()).collect();
     order.sort_by(|a, b| candidates[*b].time.cmp(&candidates[*a].time));
     let anchor = anchor(candidates, now);
@@ -200,7 +219,15 @@ pub fn evaluate(candidates: &[Candidate], rules: &Rules, tz: Tz, now: DateTime<U
                 CountRule::Last => None,
                 CountRule::Period(k) => Some(*k),
             };
-            (*rule, Selector { kind, budget: Some(*budget), window_start: None, previous: None })
+            (
+                *rule,
+                Selector {
+                    kind,
+                    budget: Some(*budget),
+                    window_start: None,
+                    previous: None,
+                },
+            )
         })
         .collect();
     let mut windows: Vec<(PeriodKind, Span, Selector)> = rules
@@ -208,7 +235,16 @@ pub fn evaluate(candidates: &[Candidate], rules: &Rules, tz: Tz, now: DateTime<U
         .iter()
         .map(|(kind, span)| {
             let start = Some(span.start_before(anchor, tz));
-            (*kind, *span, Selector { kind: Some(*kind), budget: None, window_start: start, previous: None })
+            (
+                *kind,
+                *span,
+                Selector {
+                    kind: Some(*kind),
+                    budget: None,
+                    window_start: start,
+                    previous: None,
+                },
+            )
         })
         .collect();
 
@@ -230,19 +266,29 @@ pub fn evaluate(candidates: &[Candidate], rules: &Rules, tz: Tz, now: DateTime<U
         }
         for (rule, sel) in counts.iter_mut() {
             if let Some(oldest) = sel.consider(c.time, position, is_oldest, tz) {
-                reasons.push(Reason::Count { rule: *rule, oldest });
+                reasons.push(Reason::Count {
+                    rule: *rule,
+                    oldest,
+                });
             }
         }
         for (kind, span, sel) in windows.iter_mut() {
             if let Some(oldest) = sel.consider(c.time, position, is_oldest, tz) {
-                reasons.push(Reason::Window { kind: *kind, span: *span, oldest });
+                reasons.push(Reason::Window {
+                    kind: *kind,
+                    span: *span,
+                    oldest,
+                });
             }
         }
         out.push(Verdict {
             index,
             keep: !reasons.is_empty(),
             reasons,
-            counters: counts.iter().map(|(r, s)| (*r, s.budget.unwrap_or(0))).collect(),
+            counters: counts
+                .iter()
+                .map(|(r, s)| (*r, s.budget.unwrap_or(0)))
+                .collect(),
         });
     }
     out

@@ -152,7 +152,10 @@ impl Plan {
     /// Bytes the plan frees, as far as listings tell.
     pub fn bytes_to_free(&self) -> u64 {
         self.removed().map(|d| d.size_bytes).sum::<u64>()
-            + self.garbage_to_remove().filter_map(Garbage::size_bytes).sum::<u64>()
+            + self
+                .garbage_to_remove()
+                .filter_map(Garbage::size_bytes)
+                .sum::<u64>()
     }
 
     /// Refuse a plan that removes snapshots and leaves fewer than `min_keep`.
@@ -240,3 +243,6 @@ pub fn plan(inventory: &Inventory, policy: &Policy, now: DateTime<Utc>) -> Plan 
         min_keep: policy.min_keep,
     }
 }
+
+#[cfg(test)]
+mod tests;

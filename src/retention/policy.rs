@@ -128,7 +128,10 @@ pub struct Rules {
 impl Rules {
     /// True when no rule is set: such a policy keeps nothing.
     pub fn is_empty(&self) -> bool {
-        self.counts.iter().all(|(_, n)| *n == 0) && self.within.is_none() && self.windows.is_empty() && self.tags.is_empty()
+        self.counts.iter().all(|(_, n)| *n == 0)
+            && self.within.is_none()
+            && self.windows.is_empty()
+            && self.tags.is_empty()
     }
 }
 
@@ -159,8 +162,8 @@ impl Policy {
     /// # Errors
     /// [`Error::Config`] naming the key: syntax, unknown key, wrong type, bad value.
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
-        let file: PolicyFile =
-            toml::from_str(text).map_err(|e| Error::Config(format!("{origin}: {}", e.to_string().trim_end())))?;
+        let file: PolicyFile = toml::from_str(text)
+            .map_err(|e| Error::Config(format!("{origin}: {}", e.to_string().trim_end())))?;
         Self::from_file(file).map_err(|e| Error::Config(format!("{origin}: {e}")))
     }
 
@@ -169,8 +172,9 @@ impl Policy {
     /// # Errors
     /// The file cannot be read, or as [`Policy::parse`].
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Config(format!("cannot read policy file {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Config(format!("cannot read policy file {}: {e}", path.display()))
+        })?;
         Self::parse(&text, &path.display().to_string())
     }
 
@@ -190,7 +194,9 @@ impl Policy {
         ];
         for (rule, value) in counts {
             if let Some(v) = value {
-                rules.counts.push((rule, count(&format!("keep_{}", rule.name()), v)?));
+                rules
+                    .counts
+                    .push((rule, count(&format!("keep_{}", rule.name()), v)?));
             }
         }
         if let Some(v) = &f.keep_within {
@@ -205,7 +211,9 @@ impl Policy {
         ];
         for (kind, value) in windows {
             if let Some(v) = value {
-                rules.windows.push((kind, window(&format!("keep_within_{}", kind.name()), v)?));
+                rules
+                    .windows
+                    .push((kind, window(&format!("keep_within_{}", kind.name()), v)?));
             }
         }
         for t in &f.keep_tags {
@@ -230,7 +238,11 @@ impl Policy {
         let min_keep = match f.min_keep {
             None => 1,
             Some(n) if n >= 1 => n as usize,
-            Some(n) => return Err(format!("min_keep = {n}: must be at least 1 (the newest snapshot is always kept)")),
+            Some(n) => {
+                return Err(format!(
+                    "min_keep = {n}: must be at least 1 (the newest snapshot is always kept)"
+                ))
+            }
         };
         let incomplete_grace = match &f.incomplete_grace {
             None => DEFAULT_INCOMPLETE_GRACE,
@@ -247,7 +259,13 @@ impl Policy {
     /// The policy in words, one rule a line (`mongokeep policy check`).
     pub fn describe(&self) -> String {
         let mut out = String::new();
-        let n = |v: i64| if v == -1 { "every".to_string() } else { v.to_string() };
+        let n = |v: i64| {
+            if v == -1 {
+                "every".to_string()
+            } else {
+                v.to_string()
+            }
+        };
         for (rule, v) in &self.rules.counts {
             let _ = match rule {
                 CountRule::Last => writeln!(out, "keep the {} newest snapshots", n(*v)),
@@ -263,14 +281,25 @@ impl Policy {
             let _ = writeln!(out, "keep every snapshot within {s} of the newest");
         }
         for (k, s) in &self.rules.windows {
-            let _ = writeln!(out, "keep the newest snapshot of each {} within {s} of the newest", singular(*k));
+            let _ = writeln!(
+                out,
+                "keep the newest snapshot of each {} within {s} of the newest",
+                singular(*k)
+            );
         }
         for t in &self.rules.tags {
             let _ = writeln!(out, "keep every snapshot tagged [{}]", t.join(", "));
         }
         let _ = writeln!(out, "periods counted in time zone {}", self.timezone.name());
-        let _ = writeln!(out, "always keep the newest snapshot and the newest verified snapshot");
-        let _ = writeln!(out, "abort a prune that would leave fewer than {} snapshots", self.min_keep);
+        let _ = writeln!(
+            out,
+            "always keep the newest snapshot and the newest verified snapshot"
+        );
+        let _ = writeln!(
+            out,
+            "abort a prune that would leave fewer than {} snapshots",
+            self.min_keep
+        );
         let _ = writeln!(
             out,
             "remove snapshots without a manifest and unfinished uploads older than {}",
@@ -304,8 +333,12 @@ fn count(key: &str, v: &CountValue) -> std::result::Result<i64, String> {
     match v {
         CountValue::Number(n) if *n >= -1 => Ok(*n),
         CountValue::Text(t) if t.eq_ignore_ascii_case("unlimited") => Ok(-1),
-        CountValue::Number(n) => Err(format!("{key} = {n}: expected a number of snapshots (0 or more), or -1 / \"unlimited\"")),
-        CountValue::Text(t) => Err(format!("{key} = {t:?}: expected a number of snapshots, or -1 / \"unlimited\"")),
+        CountValue::Number(n) => Err(format!(
+            "{key} = {n}: expected a number of snapshots (0 or more), or -1 / \"unlimited\""
+        )),
+        CountValue::Text(t) => Err(format!(
+            "{key} = {t:?}: expected a number of snapshots, or -1 / \"unlimited\""
+        )),
     }
 }
 
@@ -320,101 +353,12 @@ fn span(key: &str, v: &SpanValue) -> std::result::Result<Span, String> {
 fn window(key: &str, v: &SpanValue) -> std::result::Result<Span, String> {
     let s = span(key, v)?;
     if s.is_zero() {
-        return Err(format!("{key} = \"{s}\": a zero window keeps nothing; remove the key instead"));
+        return Err(format!(
+            "{key} = \"{s}\": a zero window keeps nothing; remove the key instead"
+        ));
     }
     Ok(s)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(text: &str) -> Result<Policy> {
-        Policy::parse(text, "test.toml")
-    }
-
-    #[test]
-    fn every_field_parses() {
-        let p = parse(
-            r#"
-            keep_last = 3
-            keep_hourly = "unlimited"
-            keep_daily = 7
-            keep_weekly = 4
-            keep_monthly = 6
-            keep_yearly = -1
-            keep_within = "2d"
-            keep_within_hourly = "1d"
-            keep_within_daily = "1m14d"
-            keep_within_weekly = "2m"
-            keep_within_monthly = "1y"
-            keep_within_yearly = -1
-            keep_tags = ["pre-migration", ["a", "b"]]
-            timezone = "Europe/Berlin"
-            min_keep = 5
-            incomplete_grace = "12h"
-            "#,
-        )
-        .unwrap();
-        assert_eq!(p.rules.counts.len(), 6);
-        assert_eq!(p.rules.counts[1], (CountRule::Period(PeriodKind::Hourly), -1));
-        assert_eq!(p.rules.counts[5], (CountRule::Period(PeriodKind::Yearly), -1));
-        assert_eq!(p.rules.within, Some(Span::parse("2d").unwrap()));
-        assert_eq!(p.rules.windows[2], (PeriodKind::Weekly, Span::parse("2m").unwrap()));
-        assert_eq!(p.rules.windows[4], (PeriodKind::Yearly, Span::Unlimited));
-        assert_eq!(p.rules.tags, vec![vec!["pre-migration".to_string()], vec!["a".into(), "b".into()]]);
-        assert_eq!(p.timezone, chrono_tz::Europe::Berlin);
-        assert_eq!(p.min_keep, 5);
-        assert_eq!(p.incomplete_grace, Span::parse("12h").unwrap());
-    }
-
-    #[test]
-    fn defaults_are_utc_one_snapshot_and_a_day_of_grace() {
-        let p = parse("keep_daily = 7").unwrap();
-        assert_eq!(p.timezone, Tz::UTC);
-        assert_eq!(p.min_keep, 1);
-        assert_eq!(p.incomplete_grace, DEFAULT_INCOMPLETE_GRACE);
-    }
-
-    #[test]
-    fn unknown_keys_are_errors_that_name_the_key() {
-        let e = parse("keep_daily = 7\nkeep_dayly = 3\n").unwrap_err().to_string();
-        assert!(e.contains("keep_dayly") && e.contains("test.toml"), "{e}");
-    }
-
-    #[test]
-    fn bad_values_name_the_key() {
-        for (text, key) in [
-            ("keep_daily = -2", "keep_daily"),
-            ("keep_daily = \"lots\"", "keep_daily"),
-            ("keep_daily = 7\nkeep_within = \"3w\"", "keep_within"),
-            ("keep_daily = 7\nkeep_within_daily = 7", "keep_within_daily"),
-            ("keep_daily = 7\nkeep_within = \"0d\"", "keep_within"),
-            ("keep_daily = 7\ntimezone = \"Mars/Olympus\"", "timezone"),
-            ("keep_daily = 7\nmin_keep = 0", "min_keep"),
-            ("keep_daily = 7\nincomplete_grace = \"-3d\"", "incomplete_grace"),
-            ("keep_daily = 7\nkeep_tags = [[]]", "keep_tags"),
-        ] {
-            let e = parse(text).unwrap_err().to_string();
-            assert!(e.contains(key), "{text}: {e}");
-        }
-    }
-
-    #[test]
-    fn a_policy_that_keeps_nothing_is_refused() {
-        for text in ["", "timezone = \"UTC\"", "keep_daily = 0"] {
-            let e = parse(text).unwrap_err().to_string();
-            assert!(e.contains("keeps nothing"), "{text}: {e}");
-        }
-    }
-
-    #[test]
-    fn description_names_every_rule() {
-        let d = parse("keep_daily = 7\nkeep_within_hourly = \"2d\"\ntimezone = \"Asia/Tokyo\"\nmin_keep = 3")
-            .unwrap()
-            .describe();
-        for want in ["7 most recent days", "each hour within 2d", "Asia/Tokyo", "fewer than 3", "older than 1d"] {
-            assert!(d.contains(want), "{want} missing in:\n{d}");
-        }
-    }
-}
+mod tests;

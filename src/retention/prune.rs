@@ -36,7 +36,11 @@ pub async fn verified_snapshots(repo: &Repository) -> Result<HashSet<String>> {
     let store = repo.store();
     let mut out = HashSet::new();
     for o in store.list(VERIFY_REPORTS).await.map_err(|e| repo.err(e))? {
-        let Some((id, name)) = o.key.strip_prefix(VERIFY_REPORTS).and_then(|r| r.split_once('/')) else {
+        let Some((id, name)) = o
+            .key
+            .strip_prefix(VERIFY_REPORTS)
+            .and_then(|r| r.split_once('/'))
+        else {
             continue;
         };
         if out.contains(id) || !name.ends_with(".json") {
@@ -76,7 +80,11 @@ pub async fn inventory(repo: &Repository) -> Result<Inventory> {
             Entry::Incomplete(s) => inv.incomplete.push(s),
         }
     }
-    inv.uploads = repo.store().list_pending_uploads("").await.map_err(|e| repo.err(e))?;
+    inv.uploads = repo
+        .store()
+        .list_pending_uploads("")
+        .await
+        .map_err(|e| repo.err(e))?;
     Ok(inv)
 }
 
@@ -100,7 +108,11 @@ async fn read_entry(repo: &Repository, id: String) -> Result<Entry> {
         Err(StorageError::NotFound { .. }) => {
             let objects = list_folder(repo, &id).await?;
             let newest = objects.iter().map(|o| o.last_modified).max();
-            let last_activity = [id_time(&id), newest].into_iter().flatten().max().unwrap_or(DateTime::<Utc>::MIN_UTC);
+            let last_activity = [id_time(&id), newest]
+                .into_iter()
+                .flatten()
+                .max()
+                .unwrap_or(DateTime::<Utc>::MIN_UTC);
             Ok(Entry::Incomplete(IncompleteSnapshot {
                 size_bytes: objects.iter().map(|o| o.size).sum(),
                 last_activity,
@@ -112,12 +124,17 @@ async fn read_entry(repo: &Repository, id: String) -> Result<Entry> {
 }
 
 async fn list_folder(repo: &Repository, id: &str) -> Result<Vec<ObjectMeta>> {
-    repo.store().list(&format!("snapshots/{id}/")).await.map_err(|e| repo.err(e))
+    repo.store()
+        .list(&format!("snapshots/{id}/"))
+        .await
+        .map_err(|e| repo.err(e))
 }
 
 /// What a prune did.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Outcome {
+    /// Everything removed, in order.
+    pub removed: Vec<Removal>,
     /// Complete snapshots removed.
     pub snapshots_removed: usize,
     /// Snapshot folders without a manifest removed.
@@ -130,14 +147,41 @@ pub struct Outcome {
     pub bytes_freed: u64,
 }
 
+/// One thing removed.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Removal {
+    /// `snapshot`, `incomplete snapshot` or `unfinished upload`.
+    pub kind: &'static str,
+    /// Snapshot id or upload key.
+    pub name: String,
+    /// Objects deleted (0 for an upload).
+    pub objects: usize,
+    /// Bytes deleted, as listed.
+    pub bytes: u64,
+}
+
+impl Outcome {
+    fn record(&mut self, r: Removal, report: &mut dyn FnMut(&Removal)) {
+        self.objects_deleted += r.objects;
+        self.bytes_freed += r.bytes;
+        report(&r);
+        self.removed.push(r);
+    }
+}
+
 /// Carry out `plan`: every removed snapshot (manifest first, then its data), then the
-/// garbage past its grace period. Call it holding the repository lock, with a plan made
-/// under that lock, after [`Plan::check_floor`].
+/// garbage past its grace period; `report` hears of each removal as it is done. Call it
+/// holding the repository lock, with a plan made under that lock, after
+/// [`Plan::check_floor`].
 ///
 /// # Errors
 /// The store failed; what was deleted until then stays deleted, and what remains is
 /// either untouched or garbage for the next prune.
-pub async fn execute(repo: &Repository, plan: &Plan) -> Result<Outcome> {
+pub async fn execute(
+    repo: &Repository,
+    plan: &Plan,
+    report: &mut (dyn FnMut(&Removal) + Send),
+) -> Result<Outcome> {
     let store = repo.store();
     let mut out = Outcome::default();
     for d in plan.removed() {
@@ -145,34 +189,65 @@ pub async fn execute(repo: &Repository, plan: &Plan) -> Result<Outcome> {
         let objects = list_folder(repo, &d.id).await?;
         let manifest = Repository::manifest_key(&d.id);
         store.delete(&manifest).await.map_err(|e| repo.err(e))?;
-        let mut sizes: BTreeMap<&str, u64> = objects.iter().map(|o| (o.key.as_str(), o.size)).collect();
-        out.bytes_freed += sizes.remove(manifest.as_str()).unwrap_or(0);
-        out.objects_deleted += 1;
+        let mut sizes: BTreeMap<&str, u64> =
+            objects.iter().map(|o| (o.key.as_str(), o.size)).collect();
+        let mut bytes = sizes.remove(manifest.as_str()).unwrap_or(0);
+        let mut count = 1;
         for (key, size) in sizes {
             store.delete(key).await.map_err(|e| repo.err(e))?;
-            out.objects_deleted += 1;
-            out.bytes_freed += size;
+            count += 1;
+            bytes += size;
         }
         out.snapshots_removed += 1;
-        tracing::info!(snapshot = %d.id, "removed snapshot");
+        out.record(
+            Removal {
+                kind: "snapshot",
+                name: d.id.clone(),
+                objects: count,
+                bytes,
+            },
+            report,
+        );
     }
     for g in plan.garbage_to_remove() {
         match &g.kind {
             GarbageKind::IncompleteSnapshot(s) => {
-                for o in list_folder(repo, &s.id).await? {
+                let objects = list_folder(repo, &s.id).await?;
+                for o in &objects {
                     store.delete(&o.key).await.map_err(|e| repo.err(e))?;
-                    out.objects_deleted += 1;
-                    out.bytes_freed += o.size;
                 }
                 out.incomplete_removed += 1;
-                tracing::info!(snapshot = %s.id, "removed incomplete snapshot");
+                let bytes = objects.iter().map(|o| o.size).sum();
+                out.record(
+                    Removal {
+                        kind: g.what(),
+                        name: s.id.clone(),
+                        objects: objects.len(),
+                        bytes,
+                    },
+                    report,
+                );
             }
             GarbageKind::PendingUpload(u) => {
-                store.abort_pending_upload(u).await.map_err(|e| repo.err(e))?;
+                store
+                    .abort_pending_upload(u)
+                    .await
+                    .map_err(|e| repo.err(e))?;
                 out.uploads_aborted += 1;
-                tracing::info!(key = %u.key, "aborted unfinished upload");
+                out.record(
+                    Removal {
+                        kind: g.what(),
+                        name: u.key.clone(),
+                        objects: 0,
+                        bytes: 0,
+                    },
+                    report,
+                );
             }
         }
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests;
