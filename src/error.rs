@@ -115,6 +115,14 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A prune would leave fewer complete snapshots than the policy's `min_keep`.
+    #[error("refusing to prune: the plan removes {removing} snapshots and keeps {kept}, fewer than min_keep = {min_keep}; nothing was deleted\n  fix: check the policy's keep_* rules (and --at); lower min_keep only if keeping so few is intended")]
+    RetentionFloor {
+        kept: usize,
+        removing: usize,
+        min_keep: usize,
+    },
+
     /// The run was cancelled because a sibling task failed; never the root cause.
     #[error("cancelled")]
     Cancelled,
@@ -132,9 +140,10 @@ impl Error {
     /// The exit code a process should end with for this error.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Error::Config(_) | Error::SnapshotNotFound { .. } | Error::SnapshotIncomplete { .. } => {
-                ExitCode::Usage
-            }
+            Error::Config(_)
+            | Error::SnapshotNotFound { .. }
+            | Error::SnapshotIncomplete { .. }
+            | Error::RetentionFloor { .. } => ExitCode::Usage,
             Error::SourceUnreachable { .. } | Error::SourceRefused { .. } | Error::Source { .. } => {
                 ExitCode::Source
             }

@@ -17,6 +17,7 @@ pub mod backup;
 pub mod export;
 pub mod fetch;
 pub mod restore;
+pub mod retention;
 pub mod config;
 pub mod cli;
 pub mod sample;

@@ -3,6 +3,9 @@
 //! the library and prints the result.
 
 mod output;
+mod retention;
+
+pub use retention::{CheckArgs, PolicyArgs, PolicyCommand, PruneArgs, SimulateArgs};
 
 use std::path::PathBuf;
 
@@ -76,6 +79,11 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Write a snapshot as a mongodump-compatible folder (for a stock mongorestore)
     Export(ExportArgs),
+    /// Apply a retention policy: remove the snapshots it does not keep, and the garbage of
+    /// interrupted runs
+    Prune(PruneArgs),
+    /// Check a retention policy, or preview what it keeps of a schedule
+    Policy(PolicyArgs),
 }
 
 /// `mongokeep backup`
@@ -264,6 +272,10 @@ impl Context {
 /// # Errors
 /// Whatever the command failed with; `main` maps it to an exit code.
 pub async fn run(cli: Cli) -> Result<()> {
+    // Policies need no repository and no configuration file.
+    if let Command::Policy(a) = cli.command {
+        return retention::cmd_policy(a);
+    }
     let ctx = Context::new(&cli.global)?;
     match cli.command {
         Command::Backup(a) => cmd_backup(&ctx, a).await,
@@ -271,6 +283,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Show(a) => cmd_show(&ctx, a).await,
         Command::Restore(a) => cmd_restore(&ctx, a, cli.global.quiet).await,
         Command::Export(a) => cmd_export(&ctx, a).await,
+        Command::Prune(a) => retention::cmd_prune(&ctx, a).await,
+        Command::Policy(a) => retention::cmd_policy(a),
     }
 }
 

@@ -30,7 +30,8 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
-fn table(headers: &[&str], rows: &[Vec<String>], right: &[bool]) -> String {
+/// An aligned table: two spaces between columns, `right` marks right-aligned ones.
+pub fn table(headers: &[&str], rows: &[Vec<String>], right: &[bool]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
