@@ -123,6 +123,18 @@ pub enum Error {
         min_keep: usize,
     },
 
+    /// A verification found differences; the report says which.
+    #[error("verification of snapshot {snapshot} FAILED: {problems} difference(s) between the snapshot and what it restores; the report is {report}")]
+    VerificationFailed {
+        snapshot: String,
+        problems: usize,
+        report: String,
+    },
+
+    /// The run was stopped by a signal (Ctrl-C, SIGTERM).
+    #[error("interrupted")]
+    Interrupted,
+
     /// The run was cancelled because a sibling task failed; never the root cause.
     #[error("cancelled")]
     Cancelled,
@@ -148,9 +160,9 @@ impl Error {
                 ExitCode::Source
             }
             Error::Storage { .. } => ExitCode::Repository,
-            Error::Integrity { .. } | Error::Format { .. } => ExitCode::Mismatch,
+            Error::Integrity { .. } | Error::Format { .. } | Error::VerificationFailed { .. } => ExitCode::Mismatch,
             Error::LockHeld { .. } => ExitCode::LockHeld,
-            Error::Io { .. } | Error::Cancelled => ExitCode::Internal,
+            Error::Io { .. } | Error::Cancelled | Error::Interrupted => ExitCode::Internal,
         }
     }
 

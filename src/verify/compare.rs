@@ -1,0 +1,180 @@
+//! Recompute from a live server what the manifest recorded, and say what differs: per
+//! collection the count, the content digest (streamed as raw BSON, never decoded), the
+//! indexes (matched by name, every option compared) and the collection options.
+
+use std::collections::{BTreeMap, HashMap};
+
+use futures::StreamExt;
+use mongodb::bson::{doc, Document};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::report::{CollectionCheck, Drift};
+use super::{ext, scratch_db};
+use crate::archive::{self, Chunk};
+use crate::digest::ContentDigest;
+use crate::manifest::{CollectionEntry, Manifest};
+use crate::source::{classify, Source};
+use crate::{Error, Result};
+
+fn skipped(e: &CollectionEntry) -> bool {
+    e.db == "admin" && (e.name == "system.users" || e.name == "system.roles")
+}
+
+/// Compare every collection of `manifest` with its copy in the scratch databases.
+///
+/// # Errors
+/// The scratch server failed (a difference is a failed check, not an error).
+pub async fn compare(manifest: &Manifest, scratch: &Source, prefix: &str, parallel: usize) -> Result<Vec<CollectionCheck>> {
+    // listCollections once per scratch database.
+    let mut specs: HashMap<String, HashMap<String, (String, Document)>> = HashMap::new();
+    for e in manifest.collections.iter().filter(|e| !skipped(e)) {
+        let db = scratch_db(prefix, &e.db);
+        if !specs.contains_key(&db) {
+            let list = scratch.list_collections(&db).await?;
+            specs.insert(db.clone(), list.into_iter().map(|s| (s.name, (s.kind, s.options))).collect());
+        }
+    }
+    let specs = &specs;
+    let checks: Vec<Result<CollectionCheck>> = futures::stream::iter(manifest.collections.iter().filter(|e| !skipped(e)))
+        .map(|e| async move {
+            let db = scratch_db(prefix, &e.db);
+            check_collection(e, scratch, &db, specs[&db].get(&e.name)).await
+        })
+        .buffered(parallel.max(1))
+        .collect()
+        .await;
+    checks.into_iter().collect()
+}
+
+async fn check_collection(
+    e: &CollectionEntry,
+    scratch: &Source,
+    db: &str,
+    spec: Option<&(String, Document)>,
+) -> Result<CollectionCheck> {
+    let mut c = CollectionCheck::new(e);
+    let Some((kind, options)) = spec else {
+        c.problems.push(format!("missing: no {} {}.{} on the scratch server", e.kind, db, e.name));
+        return Ok(c);
+    };
+    if *kind != e.kind {
+        c.problems.push(format!("type: expected {}, found {kind}", e.kind));
+    }
+    let found = ext(options);
+    if found != e.options {
+        c.problems.push(format!("options: expected {}, found {found}", e.options));
+    }
+    if e.kind == "view" {
+        return Ok(c);
+    }
+    let stored = e.stored_from.clone().unwrap_or_else(|| e.name.clone());
+    let (count, digest) = digest_of(scratch, db, &stored).await?;
+    c.count_actual = Some(count);
+    c.digest_actual = Some(digest.to_hex());
+    if count != e.count {
+        c.problems.push(format!("count: expected {}, found {count}", e.count));
+    }
+    if digest.to_hex() != e.content_digest {
+        c.problems.push(format!("content digest: expected {}, found {}", e.content_digest, digest.to_hex()));
+    }
+    let indexes = scratch.list_indexes(db, &e.name).await?;
+    c.problems.extend(index_differences(&e.indexes, &indexes));
+    Ok(c)
+}
+
+/// What differs between the recorded index specs and the server's, by index name.
+pub fn index_differences(expected: &[serde_json::Value], actual: &[Document]) -> Vec<String> {
+    let name = |v: &serde_json::Value| v.get("name").and_then(|n| n.as_str()).unwrap_or("?").to_string();
+    let want: BTreeMap<String, &serde_json::Value> = expected.iter().map(|v| (name(v), v)).collect();
+    let have: BTreeMap<String, serde_json::Value> = actual
+        .iter()
+        .map(|d| {
+            let mut d = d.clone();
+            d.remove("ns");
+            ext(&d)
+        })
+        .map(|v| (name(&v), v))
+        .collect();
+    let mut out = Vec::new();
+    for (n, w) in &want {
+        let mut w = (*w).clone();
+        if let Some(o) = w.as_object_mut() {
+            o.remove("ns");
+        }
+        match have.get(n) {
+            None => out.push(format!("index {n}: missing")),
+            Some(h) if *h != w => out.push(format!("index {n}: expected {w}, found {h}")),
+            Some(_) => {}
+        }
+    }
+    for n in have.keys().filter(|n| !want.contains_key(*n)) {
+        out.push(format!("index {n}: not in the snapshot"));
+    }
+    out
+}
+
+/// Count and content digest of a collection, read as raw BSON.
+async fn digest_of(server: &Source, db: &str, coll: &str) -> Result<(u64, ContentDigest)> {
+    let (tx, mut rx) = mpsc::channel(4);
+    let read = server.stream_documents(db, coll, tx, CancellationToken::new());
+    let sum = async {
+        let mut digest = ContentDigest::new();
+        let mut n = 0u64;
+        while let Some(chunk) = rx.recv().await {
+            if let Chunk::Docs(data) = chunk {
+                for d in archive::documents(&data)? {
+                    digest.add_document(d);
+                    n += 1;
+                }
+            }
+        }
+        Ok::<_, Error>((n, digest))
+    };
+    let (r, s) = tokio::join!(read, sum);
+    r?;
+    s
+}
+
+/// How the live source differs from the snapshot now, by count per collection: drift, not
+/// failure (the source keeps changing after a backup).
+///
+/// # Errors
+/// The source failed.
+pub async fn source_drift(manifest: &Manifest, source: &Source) -> Result<Vec<Drift>> {
+    let mut out = Vec::new();
+    for e in manifest.collections.iter().filter(|e| e.kind != "view" && !skipped(e)) {
+        let coll = e.stored_from.clone().unwrap_or_else(|| e.name.clone());
+        let now = source
+            .client()
+            .database(&e.db)
+            .collection::<Document>(&coll)
+            .count_documents(doc! {})
+            .await
+            .map_err(|err| classify(&source.info.uri, &format!("counting {}.{coll}", e.db), err))?;
+        out.push(Drift {
+            db: e.db.clone(),
+            name: e.name.clone(),
+            snapshot_count: e.count,
+            source_count: now,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_differences_name_missing_changed_and_extra_indexes() {
+        let spec = |name: &str, unique: bool| doc! { "v": 2, "key": { "a": 1 }, "name": name, "unique": unique };
+        let expected: Vec<serde_json::Value> = [spec("a_1", true), spec("b_1", false)].iter().map(ext).collect();
+        assert!(index_differences(&expected, &[spec("a_1", true), spec("b_1", false)]).is_empty());
+        let d = index_differences(&expected, &[spec("a_1", false), spec("c_1", false)]);
+        assert_eq!(d.len(), 3, "{d:?}");
+        assert!(d[0].starts_with("index a_1: expected"), "{d:?}");
+        assert_eq!(d[1], "index b_1: missing");
+        assert_eq!(d[2], "index c_1: not in the snapshot");
+    }
+}

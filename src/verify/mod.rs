@@ -1,0 +1,227 @@
+//! `mongokeep verify`: prove that a snapshot restores, and that what it restores is what was
+//! backed up.
+//!
+//! A full verification checks every stored object's sha256 while restoring the snapshot
+//! into scratch databases (`<prefix>_<db>`, refused if any such database exists), then
+//! recomputes from the scratch server, per collection, the document count, the
+//! order-independent content digest, the indexes and the options, and compares each with the
+//! manifest. The scratch databases are dropped afterwards, whether it passed, failed, or was
+//! interrupted (unless `--keep`). The restore's wall time is the measured recovery time.
+//! `--quick` checks the stored objects' checksums only.
+
+mod compare;
+pub mod report;
+
+use std::future::Future;
+use std::time::Instant;
+
+use chrono::Utc;
+use futures::StreamExt;
+use mongodb::bson::Document;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use compare::{compare, source_drift};
+pub use report::{CollectionCheck, Drift, VerifyReport};
+
+use crate::fetch::fetch_verified;
+use crate::manifest::Manifest;
+use crate::repository::Repository;
+use crate::restore::{self, NsMap, RestoreOptions};
+use crate::source::{classify, Source};
+use crate::{Error, Result};
+
+/// Where verification reports live in a repository.
+pub const REPORTS: &str = "reports/verify/";
+
+/// How a full verification runs.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    /// Prefix of the scratch databases (`<prefix>_<db>`).
+    pub scratch_prefix: String,
+    /// Leave the scratch databases in place.
+    pub keep: bool,
+    /// Collections restored and compared at once.
+    pub parallel: usize,
+}
+
+/// The scratch prefix: the database named in the scratch URI, else `mkverify_<hex>`.
+pub fn scratch_prefix(scratch_uri_db: Option<&str>, nonce: u16) -> String {
+    match scratch_uri_db {
+        Some(d) if !d.is_empty() => d.to_string(),
+        _ => format!("mkverify_{nonce:04x}"),
+    }
+}
+
+/// The scratch database of source database `db`.
+pub fn scratch_db(prefix: &str, db: &str) -> String {
+    format!("{prefix}_{db}")
+}
+
+/// Check every stored object of the snapshot (size and sha256), all of them, and report
+/// each one that differs.
+///
+/// # Errors
+/// The repository failed (a checksum mismatch is a failed report, not an error).
+pub async fn quick(repo: &Repository, manifest: &Manifest) -> Result<VerifyReport> {
+    let started = Utc::now();
+    let objects: Vec<_> = manifest.collections.iter().flat_map(|c| c.objects.iter().map(move |o| (c, o))).collect();
+    let results: Vec<(String, Result<()>)> = futures::stream::iter(objects.iter())
+        .map(|(c, obj)| async move {
+            let (tx, mut rx) = mpsc::channel(8);
+            let drain = async { while rx.recv().await.is_some() {} };
+            let (r, ()) = tokio::join!(fetch_verified(repo, obj, tx, &CancellationToken::new()), drain);
+            (format!("{}.{}", c.db, c.name), r)
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    let mut report = VerifyReport::new(manifest, "quick", started);
+    for (ns, r) in results {
+        match r {
+            Ok(()) => {}
+            Err(e @ Error::Integrity { .. }) => report.object_problems.push(format!("{ns}: {e}")),
+            Err(e) => return Err(e),
+        }
+    }
+    report.objects_checked = objects.len() as u64;
+    report.bytes_checked = objects.iter().map(|(_, o)| o.size).sum();
+    report.finish();
+    Ok(report)
+}
+
+/// Restore the snapshot into scratch databases on `scratch`, compare, and drop them.
+/// `shutdown` resolving (Ctrl-C) stops the run; the scratch databases are dropped all the
+/// same.
+///
+/// # Errors
+/// Scratch databases that exist already ([`Error::Config`]), the scratch server or the
+/// repository failing, or an interruption. A mismatch is a failed report, not an error.
+pub async fn full(
+    repo: &Repository,
+    manifest: &Manifest,
+    scratch: &Source,
+    opts: &VerifyOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<VerifyReport> {
+    let started = Utc::now();
+    let dbs = check_scratch_free(manifest, scratch, &opts.scratch_prefix).await?;
+    let work = async {
+        let mut report = VerifyReport::new(manifest, "full", started);
+        report.scratch = Some(format!("{} (databases {}_*)", scratch.info.uri, opts.scratch_prefix));
+        let (from, to): (Vec<String>, Vec<String>) = dbs.iter().map(|(db, s)| (format!("{db}.*"), format!("{s}.*"))).unzip();
+        let ropts = RestoreOptions {
+            map: NsMap::new(&from, &to)?,
+            parallel: opts.parallel,
+            ..RestoreOptions::default()
+        };
+        let plan = restore::plan(manifest, scratch, &ropts).await?;
+        let t = Instant::now();
+        match restore::execute(repo, scratch, &plan, &ropts).await {
+            Ok(_) => report.recovery_seconds = Some(t.elapsed().as_secs_f64()),
+            // Stored data that does not match its manifest is what verification looks for.
+            Err(e @ (Error::Integrity { .. } | Error::Format { .. })) => {
+                report.object_problems.push(e.to_string());
+                report.finish();
+                return Ok(report);
+            }
+            Err(e) => return Err(e),
+        }
+        report.collections = compare(manifest, scratch, &opts.scratch_prefix, opts.parallel).await?;
+        report.finish();
+        Ok(report)
+    };
+    let result = tokio::select! {
+        r = work => r,
+        () = shutdown => Err(Error::Interrupted),
+    };
+    if opts.keep {
+        tracing::warn!(prefix = %opts.scratch_prefix, "scratch databases kept (--keep); drop them when done");
+    } else {
+        for (_, db) in &dbs {
+            if let Err(e) = scratch.client().database(db).drop().await {
+                tracing::warn!(db = %db, error = %e, "could not drop a scratch database; drop it by hand");
+            }
+        }
+    }
+    result
+}
+
+/// The (source db, scratch db) pairs, after checking that none of the scratch databases
+/// (nor the prefix itself) exists.
+async fn check_scratch_free(manifest: &Manifest, scratch: &Source, prefix: &str) -> Result<Vec<(String, String)>> {
+    let dbs: std::collections::BTreeSet<&str> = manifest.collections.iter().map(|c| c.db.as_str()).collect();
+    let pairs: Vec<(String, String)> = dbs.into_iter().map(|d| (d.to_string(), scratch_db(prefix, d))).collect();
+    for (_, s) in &pairs {
+        if s.len() > 63 || s.contains(['/', '\\', '.', ' ', '"', '$']) {
+            return Err(Error::Config(format!(
+                "scratch database name {s:?} is not usable (at most 63 bytes, no / \\ . space \" $); choose a shorter database in the --scratch URI"
+            )));
+        }
+    }
+    let existing = scratch
+        .client()
+        .list_database_names()
+        .await
+        .map_err(|e| classify(&scratch.info.uri, "listing databases on the scratch server", e))?;
+    let taken: Vec<&String> = existing
+        .iter()
+        .filter(|e| e.as_str() == prefix || e.starts_with(&format!("{prefix}_")))
+        .collect();
+    if !taken.is_empty() {
+        return Err(Error::Config(format!(
+            "the scratch server already has database(s) {} under the scratch prefix {prefix:?}; verification never writes into existing databases\n  fix: name an unused database in the --scratch URI (its name is the prefix), or leave it out for a random one",
+            taken.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    Ok(pairs)
+}
+
+/// Store the report (JSON and Markdown) in the repository; returns the JSON key.
+///
+/// # Errors
+/// The store failed.
+pub async fn store_report(repo: &Repository, report: &VerifyReport) -> Result<String> {
+    let base = format!("{REPORTS}{}/{}", report.snapshot, report.started_at.format("%Y%m%dT%H%M%S%.3fZ"));
+    let json = format!("{base}.json");
+    repo.store()
+        .put(&format!("{base}.md"), report.to_markdown().into_bytes().into())
+        .await
+        .map_err(|e| repo.err(e))?;
+    repo.store()
+        .put(&json, serde_json::to_vec_pretty(report).expect("report serializes").into())
+        .await
+        .map_err(|e| repo.err(e))?;
+    Ok(json)
+}
+
+/// Every stored verification report, oldest first.
+///
+/// # Errors
+/// The store failed.
+pub async fn list_reports(repo: &Repository) -> Result<Vec<VerifyReport>> {
+    let store = repo.store();
+    let keys: Vec<String> = store
+        .list(REPORTS)
+        .await
+        .map_err(|e| repo.err(e))?
+        .into_iter()
+        .map(|o| o.key)
+        .filter(|k| k.ends_with(".json"))
+        .collect();
+    let mut out = Vec::new();
+    for k in keys {
+        let body = store.get(&k).await.map_err(|e| repo.err(e))?;
+        match serde_json::from_slice::<VerifyReport>(&body) {
+            Ok(r) => out.push(r),
+            Err(e) => tracing::warn!(key = %k, error = %e, "skipping an unreadable verification report"),
+        }
+    }
+    out.sort_by(|a, b| a.started_at.cmp(&b.started_at));
+    Ok(out)
+}
+
+/// A server-side options document as the manifest records it.
+pub(crate) fn ext(d: &Document) -> serde_json::Value {
+    crate::backup::ext_json(d)
+}
