@@ -24,11 +24,13 @@ pub enum ExitCode {
     Mismatch = 5,
     /// Another mongokeep operation holds the repository lock.
     LockHeld = 6,
+    /// `status`: the newest snapshot or the newest passed verification is too old.
+    Stale = 7,
 }
 
 impl ExitCode {
     /// All codes, in order; the README's table is tested against this list.
-    pub const ALL: [ExitCode; 7] = [
+    pub const ALL: [ExitCode; 8] = [
         ExitCode::Success,
         ExitCode::Internal,
         ExitCode::Usage,
@@ -36,6 +38,7 @@ impl ExitCode {
         ExitCode::Repository,
         ExitCode::Mismatch,
         ExitCode::LockHeld,
+        ExitCode::Stale,
     ];
 
     /// The numeric code.
@@ -131,6 +134,10 @@ pub enum Error {
         report: String,
     },
 
+    /// `status` found the backups or verifications too old.
+    #[error("backups need attention: {}", .failed.join("; "))]
+    StatusStale { failed: Vec<String> },
+
     /// The run was stopped by a signal (Ctrl-C, SIGTERM).
     #[error("interrupted")]
     Interrupted,
@@ -162,6 +169,7 @@ impl Error {
             Error::Storage { .. } => ExitCode::Repository,
             Error::Integrity { .. } | Error::Format { .. } | Error::VerificationFailed { .. } => ExitCode::Mismatch,
             Error::LockHeld { .. } => ExitCode::LockHeld,
+            Error::StatusStale { .. } => ExitCode::Stale,
             Error::Io { .. } | Error::Cancelled | Error::Interrupted => ExitCode::Internal,
         }
     }

@@ -19,6 +19,7 @@ pub mod fetch;
 pub mod journal;
 pub mod restore;
 pub mod verify;
+pub mod status;
 pub mod retention;
 pub mod config;
 pub mod cli;

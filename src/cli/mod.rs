@@ -2,6 +2,8 @@
 //! (flags win, then environment, then the file), and one function per command that calls
 //! the library and prints the result.
 
+mod ops;
+pub(crate) use ops::record;
 mod output;
 mod retention;
 
@@ -14,6 +16,7 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 use crate::archive::Codec;
 use crate::backup::{self, BackupOptions, BackupSummary, Selection};
 use crate::config::{read_uri_file, FileConfig};
+use crate::journal::JournalEntry;
 use crate::repository::Repository;
 use crate::restore::{self, NsMap, RestoreOptions};
 use crate::source::Source;
@@ -64,6 +67,9 @@ pub struct GlobalArgs {
     /// Only errors on stderr
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Update this Prometheus textfile-collector file with the outcome of the operation
+    #[arg(long, global = true, env = "MONGOKEEP_METRICS_FILE")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// The commands.
@@ -79,6 +85,13 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Write a snapshot as a mongodump-compatible folder (for a stock mongorestore)
     Export(ExportArgs),
+    /// Prove a snapshot restores: checksums, then a restore into scratch databases compared
+    /// with the manifest (counts, content digests, indexes, options)
+    Verify(ops::VerifyArgs),
+    /// List the journal of operations
+    Journal(ops::JournalArgs),
+    /// Age of the newest snapshot and verification; non-zero exit when too old
+    Status(ops::StatusArgs),
     /// Apply a retention policy: remove the snapshots it does not keep, and the garbage of
     /// interrupted runs
     Prune(PruneArgs),
@@ -210,6 +223,8 @@ pub struct Context {
     pub s3: S3Settings,
     /// Upload tuning.
     pub upload: UploadConfig,
+    /// Prometheus textfile to update after each operation.
+    pub metrics_file: Option<PathBuf>,
 }
 
 impl Context {
@@ -255,6 +270,7 @@ impl Context {
             repo_url,
             s3,
             upload,
+            metrics_file: g.metrics_file.clone(),
         })
     }
 
@@ -283,6 +299,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Show(a) => cmd_show(&ctx, a).await,
         Command::Restore(a) => cmd_restore(&ctx, a, cli.global.quiet).await,
         Command::Export(a) => cmd_export(&ctx, a).await,
+        Command::Verify(a) => ops::cmd_verify(&ctx, a).await,
+        Command::Journal(a) => ops::cmd_journal(&ctx, a).await,
+        Command::Status(a) => ops::cmd_status(&ctx, a).await,
         Command::Prune(a) => retention::cmd_prune(&ctx, a).await,
         Command::Policy(a) => retention::cmd_policy(a),
     }
@@ -341,7 +360,19 @@ async fn cmd_backup(ctx: &Context, a: BackupArgs) -> Result<()> {
         now: chrono::Utc::now(),
         nonce: rand::random(),
     };
-    let manifest = backup::run(&source, &repo, &opts).await?;
+    let result = backup::run(&source, &repo, &opts).await;
+    let mut entry = JournalEntry::new("backup", opts.now, &result);
+    if let Ok(m) = &result {
+        entry.snapshot = Some(m.snapshot.clone());
+        entry.figures = serde_json::json!({
+            "documents": m.totals.documents,
+            "bytes": m.totals.stored_bytes,
+            "bson_bytes": m.totals.bson_bytes,
+            "collections": m.totals.collections,
+        });
+    }
+    record(ctx, &repo, entry).await;
+    let manifest = result?;
     let summary = BackupSummary::of(&manifest, repo.describe());
     if a.json {
         output::print_json(&summary);
@@ -408,7 +439,20 @@ async fn cmd_restore(ctx: &Context, a: RestoreArgs, quiet: bool) -> Result<()> {
         }
         return plan.refusal().map_or(Ok(()), Err);
     }
-    let summary = restore::execute(&repo, &target, &plan, &opts).await?;
+    let started = chrono::Utc::now();
+    let result = restore::execute(&repo, &target, &plan, &opts).await;
+    let mut entry = JournalEntry::new("restore", started, &result);
+    entry.snapshot = Some(manifest.snapshot.clone());
+    if let Ok(s) = &result {
+        entry.figures = serde_json::json!({
+            "documents": s.documents,
+            "bytes": s.bson_bytes,
+            "collections": s.collections,
+            "target": s.target,
+        });
+    }
+    record(ctx, &repo, entry).await;
+    let summary = result?;
     if a.json {
         output::print_json(&summary);
     } else {

@@ -247,3 +247,21 @@ pub fn restore_summary(s: &RestoreSummary) -> String {
     );
     out
 }
+
+/// The journal as a table.
+pub fn journal_table(entries: &[crate::journal::JournalEntry]) -> String {
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            vec![
+                e.time.format("%Y-%m-%d %H:%M:%S").to_string(),
+                e.operation.clone(),
+                e.outcome.clone(),
+                format!("{:.1}", e.seconds),
+                e.snapshot.clone().unwrap_or_default(),
+                e.error.clone().unwrap_or_default().lines().next().unwrap_or("").to_string(),
+            ]
+        })
+        .collect();
+    table(&["time (UTC)", "operation", "outcome", "seconds", "snapshot", "error"], &rows, &[false, false, false, true, false, false])
+}

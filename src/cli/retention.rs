@@ -158,13 +158,25 @@ pub async fn cmd_prune(ctx: &Context, a: PruneArgs) -> Result<()> {
     let repo = ctx.repository().await?;
     repo.check_access().await?;
     if a.dry_run {
-        return prune_locked(&repo, &policy, &a, now).await;
+        return prune_locked(&repo, &policy, &a, now).await.map(|_| ());
     }
     // Plan under the lock: no backup can complete between the plan and its execution.
-    let guard = lock::acquire(&repo, "prune", Utc::now(), rand::random()).await?;
+    let started = Utc::now();
+    let guard = lock::acquire(&repo, "prune", started, rand::random()).await?;
     let result = prune_locked(&repo, &policy, &a, now).await;
     guard.release().await;
-    result
+    let mut entry = crate::journal::JournalEntry::new("prune", started, &result);
+    if let Ok(Some(o)) = &result {
+        entry.figures = serde_json::json!({
+            "policy": a.policy.display().to_string(),
+            "snapshots_removed": o.removed.iter().filter(|r| r.kind == "snapshot").map(|r| &r.name).collect::<Vec<_>>(),
+            "incomplete_removed": o.incomplete_removed,
+            "uploads_aborted": o.uploads_aborted,
+            "bytes_freed": o.bytes_freed,
+        });
+    }
+    super::record(ctx, &repo, entry).await;
+    result.map(|_| ())
 }
 
 async fn prune_locked(
@@ -172,7 +184,7 @@ async fn prune_locked(
     policy: &Policy,
     a: &PruneArgs,
     now: DateTime<Utc>,
-) -> Result<()> {
+) -> Result<Option<Outcome>> {
     let inventory = prune::inventory(repo).await?;
     let plan = plan(&inventory, policy, now);
     let floor = plan.check_floor();
@@ -213,7 +225,7 @@ async fn prune_locked(
     } else if floor.is_ok() {
         println!("dry run: nothing deleted");
     }
-    floor
+    floor.map(|()| outcome)
 }
 
 fn prune_json<'a>(

@@ -70,7 +70,8 @@ pub async fn quick(repo: &Repository, manifest: &Manifest) -> Result<VerifyRepor
         .map(|(c, obj)| async move {
             let (tx, mut rx) = mpsc::channel(8);
             let drain = async { while rx.recv().await.is_some() {} };
-            let (r, ()) = tokio::join!(fetch_verified(repo, obj, tx, &CancellationToken::new()), drain);
+            let cancel = CancellationToken::new();
+            let (r, ()) = tokio::join!(fetch_verified(repo, obj, tx, &cancel), drain);
             (format!("{}.{}", c.db, c.name), r)
         })
         .buffer_unordered(4)

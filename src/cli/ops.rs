@@ -1,0 +1,225 @@
+//! Operating commands: `verify`, `journal`, `status`, and the journal entry and metrics every
+//! operation records.
+
+use std::path::PathBuf;
+
+use chrono::Utc;
+use clap::Args;
+
+use super::{output, Context};
+use crate::config::read_uri_file;
+use crate::journal::{self, JournalEntry};
+use crate::repository::Repository;
+use crate::source::Source;
+use crate::status::{parse_age, status, write_metrics};
+use crate::verify::{self, VerifyOptions, VerifyReport};
+use crate::{Error, Result};
+
+/// `mongokeep verify`
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Snapshot id, a unique prefix of one, or `latest`
+    #[arg(long, default_value = "latest")]
+    pub snapshot: String,
+    /// Only check the stored objects' sizes and checksums; no restore
+    #[arg(long)]
+    pub quick: bool,
+    /// MongoDB URI to restore into. A database named in the URI is the scratch prefix
+    /// (`<prefix>_<db>`); without one a random `mkverify_xxxx` is used. Prefer
+    /// MONGOKEEP_SCRATCH_URI or --scratch-file.
+    #[arg(long, env = "MONGOKEEP_SCRATCH_URI", hide_env_values = true)]
+    pub scratch: Option<String>,
+    /// File whose first line is the scratch MongoDB URI
+    #[arg(long, env = "MONGOKEEP_SCRATCH_FILE")]
+    pub scratch_file: Option<PathBuf>,
+    /// Keep the scratch databases afterwards (to look into a failure)
+    #[arg(long)]
+    pub keep: bool,
+    /// Also report how the live source differs from the snapshot now (drift, not failure)
+    #[arg(long)]
+    pub compare_source: Option<String>,
+    /// Write a copy of the JSON report here
+    #[arg(long)]
+    pub report_out: Option<PathBuf>,
+    /// Collections restored and compared at once [default: 2]
+    #[arg(long)]
+    pub parallel: Option<usize>,
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `mongokeep journal`
+#[derive(Debug, Args)]
+pub struct JournalArgs {
+    /// Only entries this recent: 30d, 12h, ... [default: all]
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `mongokeep status`
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Fail when the newest complete snapshot is older than this
+    #[arg(long, default_value = "26h")]
+    pub max_age: String,
+    /// Fail when the newest passed full verification is older than this
+    #[arg(long, default_value = "35d")]
+    pub max_verify_age: String,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Append the journal entry of an operation and update the metrics file when one is set.
+pub(crate) async fn record(ctx: &Context, repo: &Repository, entry: JournalEntry) {
+    record_with(ctx, repo, entry, None).await;
+}
+
+async fn record_with(ctx: &Context, repo: &Repository, entry: JournalEntry, verify_passed: Option<bool>) {
+    journal::append(repo, &entry).await;
+    if let Some(path) = &ctx.metrics_file {
+        if let Err(e) = write_metrics(path, &entry, verify_passed) {
+            tracing::warn!(error = %e, "could not write the metrics file");
+        }
+    }
+}
+
+fn scratch_uri(a: &VerifyArgs) -> Result<String> {
+    if let Some(u) = &a.scratch {
+        return Ok(u.clone());
+    }
+    if let Some(p) = &a.scratch_file {
+        return read_uri_file(p);
+    }
+    Err(Error::Config(
+        "a full verification restores into a scratch server: give --scratch URI (or MONGOKEEP_SCRATCH_URI, --scratch-file), or use --quick".into(),
+    ))
+}
+
+/// The database named in a MongoDB URI's path, if any.
+fn uri_database(uri: &str) -> Option<String> {
+    let rest = uri.split_once("://")?.1;
+    let path = rest.split_once('/')?.1;
+    let db = path.split('?').next()?;
+    (!db.is_empty()).then(|| db.to_string())
+}
+
+pub(crate) async fn cmd_verify(ctx: &Context, a: VerifyArgs) -> Result<()> {
+    let repo = ctx.repository().await?;
+    let manifest = repo.resolve(&a.snapshot).await?;
+    let started = Utc::now();
+    let result: Result<VerifyReport> = async {
+        let mut report = if a.quick {
+            verify::quick(&repo, &manifest).await?
+        } else {
+            let uri = scratch_uri(&a)?;
+            let scratch = Source::connect(&uri).await?;
+            let opts = VerifyOptions {
+                scratch_prefix: verify::scratch_prefix(uri_database(&uri).as_deref(), rand::random()),
+                keep: a.keep,
+                parallel: a.parallel.unwrap_or(2).max(1),
+            };
+            verify::full(&repo, &manifest, &scratch, &opts, shutdown_signal()).await?
+        };
+        if let Some(src) = &a.compare_source {
+            let source = Source::connect(src).await?;
+            report.drift = Some(verify::source_drift(&manifest, &source).await?);
+        }
+        Ok(report)
+    }
+    .await;
+    let mut entry = JournalEntry::new("verify", started, &result);
+    entry.snapshot = Some(manifest.snapshot.clone());
+    let Ok(report) = result else {
+        record(ctx, &repo, entry).await;
+        return result.map(|_| ());
+    };
+    let key = verify::store_report(&repo, &report).await?;
+    if let Some(p) = &a.report_out {
+        std::fs::write(p, serde_json::to_vec_pretty(&report).expect("report serializes"))
+            .map_err(|e| Error::io(format!("writing {}", p.display()), e))?;
+    }
+    if !report.passed() {
+        entry.outcome = "failure".into();
+        entry.error = Some(format!("{} difference(s)", report.problems().len()));
+    }
+    entry.figures = serde_json::json!({
+        "kind": report.kind,
+        "result": report.result,
+        "recovery_seconds": report.recovery_seconds,
+        "problems": report.problems(),
+        "report": key,
+    });
+    record_with(ctx, &repo, entry, Some(report.passed())).await;
+    if a.json {
+        output::print_json(&report);
+    } else {
+        print!("{}", report.summary());
+    }
+    if report.passed() {
+        Ok(())
+    } else {
+        Err(Error::VerificationFailed {
+            snapshot: report.snapshot.clone(),
+            problems: report.problems().len(),
+            report: format!("{}/{key}", repo.describe()),
+        })
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+pub(crate) async fn cmd_journal(ctx: &Context, a: JournalArgs) -> Result<()> {
+    let since = a.since.as_deref().map(|s| parse_age(s, "--since")).transpose()?.map(|d| Utc::now() - d);
+    let repo = ctx.repository().await?;
+    let entries = journal::list(&repo, since).await?;
+    if a.json {
+        output::print_json(&entries);
+    } else {
+        print!("{}", output::journal_table(&entries));
+    }
+    Ok(())
+}
+
+pub(crate) async fn cmd_status(ctx: &Context, a: StatusArgs) -> Result<()> {
+    let max_age = parse_age(&a.max_age, "--max-age")?;
+    let max_verify = parse_age(&a.max_verify_age, "--max-verify-age")?;
+    let repo = ctx.repository().await?;
+    let s = status(&repo, max_age, max_verify, Utc::now()).await?;
+    if a.json {
+        output::print_json(&s);
+    } else {
+        println!("{}: {}", s.repository, s.result.to_uppercase());
+        for c in &s.checks {
+            println!("  {} {}", if c.ok { "ok  " } else { "FAIL" }, c.message);
+        }
+    }
+    if s.result == "passed" {
+        Ok(())
+    } else {
+        Err(Error::StatusStale {
+            failed: s.checks.iter().filter(|c| !c.ok).map(|c| c.message.clone()).collect(),
+        })
+    }
+}

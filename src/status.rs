@@ -1,0 +1,223 @@
+//! `mongokeep status` and the Prometheus textfile metrics: the two facts a monitor needs,
+//! the age of the newest complete snapshot and of the newest passed full verification, and
+//! per operation the last run, its outcome and its figures.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+
+use crate::journal::JournalEntry;
+use crate::repository::Repository;
+use crate::verify::{list_reports, VerifyReport};
+use crate::{Error, Result};
+
+/// One threshold check.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// `snapshot_age` or `verification_age`.
+    pub name: String,
+    /// Whether it is within its threshold.
+    pub ok: bool,
+    /// The age in seconds, when there is anything to measure.
+    pub age_seconds: Option<i64>,
+    /// The threshold in seconds.
+    pub max_age_seconds: i64,
+    /// Plain words.
+    pub message: String,
+}
+
+/// What `status` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// Repository.
+    pub repository: String,
+    /// `passed` when every check is within its threshold, else `failed`.
+    pub result: String,
+    /// The newest complete snapshot.
+    pub snapshot: Option<String>,
+    /// When it was taken.
+    pub snapshot_time: Option<DateTime<Utc>>,
+    /// The newest full verification (passed or not).
+    pub last_verification: Option<VerifyReport>,
+    /// The newest passed full verification's time.
+    pub last_passed_verification_time: Option<DateTime<Utc>>,
+    /// The checks.
+    pub checks: Vec<Check>,
+}
+
+fn check(name: &str, what: &str, time: Option<DateTime<Utc>>, max: Duration, now: DateTime<Utc>) -> Check {
+    let age = time.map(|t| (now - t).num_seconds());
+    let ok = age.is_some_and(|a| a <= max.num_seconds());
+    let message = match age {
+        None => format!("no {what} yet"),
+        Some(a) => format!(
+            "newest {what} is {} old (limit {})",
+            human_duration(a),
+            human_duration(max.num_seconds())
+        ),
+    };
+    Check {
+        name: name.into(),
+        ok,
+        age_seconds: age,
+        max_age_seconds: max.num_seconds(),
+        message,
+    }
+}
+
+/// `2d 3h`, `5h 12m`, `40m`, `12s`.
+pub fn human_duration(secs: i64) -> String {
+    let s = secs.max(0);
+    let (d, h, m) = (s / 86400, s % 86400 / 3600, s % 3600 / 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, m) => format!("{m}m"),
+        (0, h, m) => format!("{h}h {m}m"),
+        (d, h, _) => format!("{d}d {h}h"),
+    }
+}
+
+/// Read the repository and judge it against the thresholds.
+///
+/// # Errors
+/// The repository failed.
+pub async fn status(repo: &Repository, max_age: Duration, max_verify_age: Duration, now: DateTime<Utc>) -> Result<Status> {
+    let snaps = repo.list_snapshots().await?;
+    let newest = snaps.iter().find(|s| s.complete);
+    let reports = list_reports(repo).await?;
+    let full: Vec<&VerifyReport> = reports.iter().filter(|r| r.kind == "full").collect();
+    let last_pass = full.iter().rev().find(|r| r.passed()).map(|r| r.finished_at);
+    let checks = vec![
+        check("snapshot_age", "complete snapshot", newest.map(|s| s.started_at), max_age, now),
+        check("verification_age", "passed full verification", last_pass, max_verify_age, now),
+    ];
+    let ok = checks.iter().all(|c| c.ok);
+    Ok(Status {
+        repository: repo.describe(),
+        result: if ok { "passed" } else { "failed" }.into(),
+        snapshot: newest.map(|s| s.id.clone()),
+        snapshot_time: newest.map(|s| s.started_at),
+        last_verification: full.last().map(|r| (*r).clone()),
+        last_passed_verification_time: last_pass,
+        checks,
+    })
+}
+
+/// Parse a threshold like `26h`, `35d`, `90m`, `3600s`.
+///
+/// # Errors
+/// Anything else, as a usage error naming the flag.
+pub fn parse_age(s: &str, flag: &str) -> Result<Duration> {
+    let bad = || Error::Config(format!("{flag} {s:?}: expected a number and a unit: s, m, h or d (e.g. 26h, 35d)"));
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?);
+    let n: i64 = n.parse().map_err(|_| bad())?;
+    match unit {
+        "s" => Ok(Duration::seconds(n)),
+        "m" => Ok(Duration::minutes(n)),
+        "h" => Ok(Duration::hours(n)),
+        "d" => Ok(Duration::days(n)),
+        _ => Err(bad()),
+    }
+}
+
+/// Update the Prometheus textfile at `path` with the outcome of one operation, keeping the
+/// lines of the other operations, and the last success time when this run failed. Written
+/// to a temporary file and renamed, as the textfile collector expects.
+///
+/// # Errors
+/// The file cannot be written.
+pub fn write_metrics(path: &Path, entry: &JournalEntry, verify_passed: Option<bool>) -> Result<()> {
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    // name{labels} -> value, for every sample line.
+    let mut samples: BTreeMap<String, String> = old
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| l.rsplit_once(' ').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect();
+    let op = &entry.operation;
+    let label = |name: &str| format!("mongokeep_{name}{{operation=\"{op}\"}}");
+    let end = entry.time.timestamp() as f64 + entry.seconds;
+    let success = entry.outcome == "success";
+    samples.insert(label("last_run_timestamp_seconds"), format!("{end:.3}"));
+    samples.insert(label("last_run_success"), (success as u8).to_string());
+    samples.insert(label("last_run_duration_seconds"), format!("{:.3}", entry.seconds));
+    if success {
+        samples.insert(label("last_success_timestamp_seconds"), format!("{end:.3}"));
+        for (key, name) in [("bytes", "last_run_bytes"), ("documents", "last_run_documents")] {
+            if let Some(v) = entry.figures.get(key).and_then(|v| v.as_u64()) {
+                samples.insert(label(name), v.to_string());
+            }
+        }
+    }
+    if let Some(p) = verify_passed {
+        samples.insert("mongokeep_last_verification_passed".into(), (p as u8).to_string());
+    }
+    let help = [
+        ("last_run_timestamp_seconds", "End of the last run of the operation (Unix time)."),
+        ("last_run_success", "1 when the last run of the operation succeeded."),
+        ("last_run_duration_seconds", "Duration of the last run of the operation."),
+        ("last_success_timestamp_seconds", "End of the last successful run of the operation (Unix time)."),
+        ("last_run_bytes", "Bytes handled by the last successful run (stored for backup, loaded for restore)."),
+        ("last_run_documents", "Documents handled by the last successful run."),
+        ("last_verification_passed", "1 when the last verification passed, 0 when it found a mismatch."),
+    ];
+    let mut out = String::new();
+    for (name, text) in help {
+        let full = format!("mongokeep_{name}");
+        let lines: Vec<_> = samples.iter().filter(|(k, _)| k.split('{').next() == Some(full.as_str())).collect();
+        if lines.is_empty() {
+            continue;
+        }
+        out.push_str(&format!("# HELP {full} {text}\n# TYPE {full} gauge\n"));
+        for (k, v) in lines {
+            out.push_str(&format!("{k} {v}\n"));
+        }
+    }
+    let tmp = path.with_extension("prom.tmp");
+    std::fs::write(&tmp, out).map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(format!("writing {}", path.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn ages_parse() {
+        assert_eq!(parse_age("26h", "--max-age").unwrap(), Duration::hours(26));
+        assert_eq!(parse_age("35d", "--max-age").unwrap(), Duration::days(35));
+        for bad in ["", "h", "26", "26w", "-1h"] {
+            assert!(parse_age(bad, "--max-age").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_failed_run_keeps_the_last_success_and_other_operations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mongokeep.prom");
+        let t = Utc.with_ymd_and_hms(2026, 11, 1, 2, 0, 0).unwrap();
+        let mut ok = JournalEntry::new::<()>("backup", t, &Ok(()));
+        ok.seconds = 10.0;
+        ok.figures = serde_json::json!({"bytes": 1000, "documents": 7});
+        write_metrics(&path, &ok, None).unwrap();
+        let mut v = JournalEntry::new::<()>("verify", t, &Ok(()));
+        v.seconds = 1.0;
+        write_metrics(&path, &v, Some(true)).unwrap();
+        let failed: Result<()> = Err(Error::Config("x".into()));
+        let mut bad = JournalEntry::new("backup", t + Duration::days(1), &failed);
+        bad.seconds = 2.0;
+        write_metrics(&path, &bad, None).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let ts = t.timestamp();
+        assert!(text.contains(&format!("mongokeep_last_success_timestamp_seconds{{operation=\"backup\"}} {}.000\n", ts + 10)), "{text}");
+        assert!(text.contains(&format!("mongokeep_last_run_timestamp_seconds{{operation=\"backup\"}} {}.000\n", ts + 86400 + 2)), "{text}");
+        assert!(text.contains("mongokeep_last_run_success{operation=\"backup\"} 0\n"), "{text}");
+        assert!(text.contains("mongokeep_last_run_documents{operation=\"backup\"} 7\n"), "{text}");
+        assert!(text.contains("mongokeep_last_run_success{operation=\"verify\"} 1\n"), "{text}");
+        assert!(text.contains("mongokeep_last_verification_passed 1\n"), "{text}");
+        assert_eq!(text.matches("# TYPE mongokeep_last_run_success gauge").count(), 1);
+    }
+}
