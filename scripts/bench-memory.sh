@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Peak resident memory of `mongokeep backup` for one large collection, at two sizes, to show
-# that memory is bounded and does not grow with the collection. Prints a table and JSON.
+# Peak resident memory of `mongokeep backup` and `mongokeep restore` for one large
+# collection, at two sizes, to show that memory is bounded and does not grow with the
+# collection. Prints a table and JSON.
 #
 #   scripts/bench-memory.sh [SIZE_MIB ...]      default: 512 2048
 #
@@ -31,7 +32,7 @@ print(rc, round(wall, 2), round(ru.ru_utime + ru.ru_stime, 2), ru.ru_maxrss)
 PY
 }
 
-echo "size_mib  documents  wall_s  cpu_s  peak_rss_mib  bson_mib_per_s" >&2
+echo "operation  size_mib  documents  wall_s  cpu_s  peak_rss_mib  bson_mib_per_s" >&2
 json="["
 for size in "${SIZES[@]}"; do
   target/release/examples/seed "$URI" app bench "orders_$size" "$size" >/dev/null
@@ -40,9 +41,16 @@ for size in "${SIZES[@]}"; do
   [ "$rc" = 0 ] || { echo "backup failed with exit $rc" >&2; exit 1; }
   docs=$(target/release/mongokeep show latest --repo "$WORK/repo" --json | python3 -c 'import json,sys; m=json.load(sys.stdin); print(m["totals"]["documents"], m["totals"]["bson_bytes"])')
   read -r ndocs bson <<<"$docs"
-  mbps=$(python3 -c "print(round($bson/1048576/$wall, 1))")
-  rss_mib=$(python3 -c "print(round($rss/1024, 1))")
-  printf '%8s  %9s  %6s  %5s  %12s  %14s\n' "$size" "$ndocs" "$wall" "$cpu" "$rss_mib" "$mbps" >&2
-  json+="{\"size_mib\":$size,\"documents\":$ndocs,\"bson_bytes\":$bson,\"wall_s\":$wall,\"cpu_s\":$cpu,\"peak_rss_mib\":$rss_mib,\"bson_mib_per_s\":$mbps},"
+  for op in backup restore; do
+    if [ "$op" = restore ]; then
+      read -r rc wall cpu rss < <(measure target/release/mongokeep restore --repo "$WORK/repo" --snapshot latest \
+        --target "$URI" --ns-from 'bench.*' --ns-to 'bench_restored.*' --json)
+      [ "$rc" = 0 ] || { echo "restore failed with exit $rc" >&2; exit 1; }
+    fi
+    mbps=$(python3 -c "print(round($bson/1048576/$wall, 1))")
+    rss_mib=$(python3 -c "print(round($rss/1024, 1))")
+    printf '%9s  %8s  %9s  %6s  %5s  %12s  %14s\n' "$op" "$size" "$ndocs" "$wall" "$cpu" "$rss_mib" "$mbps" >&2
+    json+="{\"operation\":\"$op\",\"size_mib\":$size,\"documents\":$ndocs,\"bson_bytes\":$bson,\"wall_s\":$wall,\"cpu_s\":$cpu,\"peak_rss_mib\":$rss_mib,\"bson_mib_per_s\":$mbps},"
+  done
 done
 echo "${json%,}]"

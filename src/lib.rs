@@ -20,6 +20,7 @@ pub mod journal;
 pub mod restore;
 pub mod verify;
 pub mod status;
+pub mod report;
 pub mod retention;
 pub mod config;
 pub mod cli;

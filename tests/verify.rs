@@ -46,7 +46,7 @@ async fn a_good_snapshot_passes_and_a_flipped_byte_fails_quick_and_full_verifica
     let out = common::mongokeep(cwd.path())
         .s3(&t)
         .env("MONGODB_URI", &s.rs_uri)
-        .args(["--repo", &repo, "backup", "--db", &db, "--json"])
+        .args(["--repo", &repo, "--metrics-file", "m.prom", "backup", "--db", &db, "--json"])
         .run();
     out.expect_code(0);
     let id = out.json()["snapshot"].as_str().unwrap().to_string();

@@ -92,6 +92,8 @@ pub enum Command {
     Journal(ops::JournalArgs),
     /// Age of the newest snapshot and verification; non-zero exit when too old
     Status(ops::StatusArgs),
+    /// The monthly verification report: snapshots, verifications, retention, gaps
+    Report(ops::ReportArgs),
     /// Apply a retention policy: remove the snapshots it does not keep, and the garbage of
     /// interrupted runs
     Prune(PruneArgs),
@@ -302,6 +304,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Verify(a) => ops::cmd_verify(&ctx, a).await,
         Command::Journal(a) => ops::cmd_journal(&ctx, a).await,
         Command::Status(a) => ops::cmd_status(&ctx, a).await,
+        Command::Report(a) => ops::cmd_report(&ctx, a).await,
         Command::Prune(a) => retention::cmd_prune(&ctx, a).await,
         Command::Policy(a) => retention::cmd_policy(a),
     }

@@ -74,6 +74,38 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+/// `mongokeep report`
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The month, YYYY-MM (UTC)
+    #[arg(long)]
+    pub month: String,
+    /// Output format
+    #[arg(long, default_value = "md", value_parser = ["md", "html", "json"])]
+    pub format: String,
+    /// Write to this file instead of stdout
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub(crate) async fn cmd_report(ctx: &Context, a: ReportArgs) -> Result<()> {
+    crate::report::month_bounds(&a.month)?;
+    let repo = ctx.repository().await?;
+    let r = crate::report::build(&repo, &a.month, Utc::now()).await?;
+    let text = match a.format.as_str() {
+        "json" => serde_json::to_string_pretty(&r).expect("report serializes") + "\n",
+        "html" => r.to_html(),
+        _ => r.to_markdown(),
+    };
+    match &a.out {
+        Some(p) => std::fs::write(p, text).map_err(|e| Error::io(format!("writing {}", p.display()), e)),
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+    }
+}
+
 /// Append the journal entry of an operation and update the metrics file when one is set.
 pub(crate) async fn record(ctx: &Context, repo: &Repository, entry: JournalEntry) {
     record_with(ctx, repo, entry, None).await;
