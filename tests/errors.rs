@@ -282,7 +282,13 @@ async fn mongodb_stopped_mid_backup_aborts_the_upload_and_leaves_nothing() {
     let out = finish(child);
     out.expect_code(SOURCE);
     assert!(out.stderr.contains("MongoDB"), "{}", out.stderr);
-    // The multipart upload was aborted, the run's objects removed, the lock released.
+    // The multipart upload was aborted, the run's objects removed, the lock released; all
+    // that remains is the journal entry of the failure, naming it without the URI's secrets.
     assert!(store.list_pending_uploads("").await.unwrap().is_empty(), "upload left pending");
-    assert_eq!(common::keys(&*store, "").await, Vec::<String>::new());
+    let keys = common::keys(&*store, "").await;
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(keys[0].starts_with("journal/") && keys[0].contains("-backup-"), "{keys:?}");
+    let entry: serde_json::Value = serde_json::from_slice(&store.get(&keys[0]).await.unwrap()).unwrap();
+    assert_eq!(entry["outcome"], "failure");
+    assert!(entry["error"].as_str().unwrap().contains("MongoDB"), "{entry}");
 }
