@@ -17,7 +17,16 @@ cargo build --release --quiet --bin mongokeep --example seed
 WORK=$(mktemp -d)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 bash scripts/services.sh mongod-start "$WORK/mongod" "$PORT" >/dev/null
-trap 'kill $(cat "$WORK/mongod/pid") 2>/dev/null || true; rm -rf "$WORK"' EXIT
+cleanup() {
+  local pid
+  pid=$(cat "$WORK/mongod/pid" 2>/dev/null) || true
+  if [ -n "$pid" ]; then
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  rm -rf "$WORK" || true
+}
+trap cleanup EXIT
 URI="mongodb://127.0.0.1:$PORT/"
 
 # Run a command, print "<exit> <wall seconds> <cpu seconds> <peak RSS KiB>" (children's rusage).
@@ -36,7 +45,7 @@ echo "operation  size_mib  documents  wall_s  cpu_s  peak_rss_mib  bson_mib_per_
 json="["
 for size in "${SIZES[@]}"; do
   target/release/examples/seed "$URI" app bench "orders_$size" "$size" >/dev/null
-  read -r rc wall cpu rss < <(measure target/release/mongokeep backup --repo "$WORK/repo" \
+  read -r rc wall cpu rss < <(MONGODB_URI="$URI" measure target/release/mongokeep backup --repo "$WORK/repo" \
     --db bench --ns-include "bench.orders_$size" --json)
   [ "$rc" = 0 ] || { echo "backup failed with exit $rc" >&2; exit 1; }
   docs=$(target/release/mongokeep show latest --repo "$WORK/repo" --json | python3 -c 'import json,sys; m=json.load(sys.stdin); print(m["totals"]["documents"], m["totals"]["bson_bytes"])')

@@ -29,6 +29,9 @@ use crate::repository::Repository;
 use crate::source::{classify, Source};
 use crate::{Error, Result};
 
+/// Bound on the BSON bytes of one insert command.
+const INSERT_BATCH_BYTES: usize = 4 << 20;
+
 /// A document from the manifest's canonical extended JSON.
 ///
 /// # Errors
@@ -194,11 +197,23 @@ async fn insert_part(
         })?;
     let (count, bytes) = (docs.len() as u64, part.len() as u64);
     drop(part);
-    coll.insert_many(docs)
-        .ordered(ordered)
-        .bypass_document_validation(true)
-        .await
-        .map_err(|err| classify(&target.info.uri, &format!("inserting into {tns}"), err))?;
+    // Insert in batches of a few MiB: the driver serializes a whole batch into one buffer,
+    // so smaller batches keep the memory of each insert in flight small.
+    let mut start = 0;
+    while start < docs.len() {
+        let mut end = start;
+        let mut size = 0;
+        while end < docs.len() && (end == start || size + docs[end].as_bytes().len() <= INSERT_BATCH_BYTES) {
+            size += docs[end].as_bytes().len();
+            end += 1;
+        }
+        coll.insert_many(&docs[start..end])
+            .ordered(ordered)
+            .bypass_document_validation(true)
+            .await
+            .map_err(|err| classify(&target.info.uri, &format!("inserting into {tns}"), err))?;
+        start = end;
+    }
     progress.documents.fetch_add(count, Ordering::Relaxed);
     progress.bytes.fetch_add(bytes, Ordering::Relaxed);
     Ok((count, bytes))
