@@ -243,9 +243,10 @@ impl Source {
 pub fn classify(target: &str, context: &str, e: mongodb::error::Error) -> Error {
     let detail = crate::redact::scrub(&first_line(&e.to_string()));
     match *e.kind {
+        // Mid-run, say what was being done (which collection) when the server went away.
         ErrorKind::ServerSelection { .. } => Error::SourceUnreachable {
             target: target.to_string(),
-            detail,
+            detail: if context == "connecting" { detail } else { format!("while {context}: {detail}") },
         },
         ErrorKind::Authentication { .. } => Error::SourceRefused {
             target: target.to_string(),
