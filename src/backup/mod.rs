@@ -224,6 +224,7 @@ async fn run_locked(source: &Source, repo: &Repository, opts: &BackupOptions, id
         digest_algorithm: crate::digest::ALGORITHM.into(),
         totals: Totals::of(&entries),
         collections: entries,
+        oplog: None,
     };
     repo.write_manifest(&manifest).await?;
     tracing::info!(snapshot = %id, documents = manifest.totals.documents, "backup complete");
