@@ -5,3 +5,5 @@
 
 pub mod entry;
 pub mod optime;
+pub mod capture;
+pub mod snapshot;
