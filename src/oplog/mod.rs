@@ -7,3 +7,5 @@ pub mod entry;
 pub mod optime;
 pub mod capture;
 pub mod snapshot;
+pub mod replay;
+pub mod slices;
