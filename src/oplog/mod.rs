@@ -9,3 +9,5 @@ pub mod capture;
 pub mod snapshot;
 pub mod replay;
 pub mod slices;
+pub mod coverage;
+pub mod restore;

@@ -188,6 +188,7 @@ impl<'a> Replayer<'a> {
     pub fn mark_applied(&mut self, point: OpTime) {
         if self.stats.applied_to.map_or(true, |a| a < point) {
             self.stats.applied_to = Some(point);
+            self.stats.applied_to_wall = None;
         }
     }
 
