@@ -80,7 +80,13 @@ fn source_uri(a: &PushArgs, ctx: &Context) -> Result<String> {
 pub async fn cmd_oplog(ctx: &Context, a: OplogArgs) -> Result<()> {
     let OplogCommand::Push(a) = a.command;
     let f = &ctx.file.backup;
-    let pick = |flag: &Vec<String>, file: &Vec<String>| if flag.is_empty() { file.clone() } else { flag.clone() };
+    let pick = |flag: &Vec<String>, file: &Vec<String>| {
+        if flag.is_empty() {
+            file.clone()
+        } else {
+            flag.clone()
+        }
+    };
     let selection = Selection::new(
         pick(&a.databases, &f.databases),
         pick(&a.ns_include, &f.ns_include),
@@ -90,7 +96,12 @@ pub async fn cmd_oplog(ctx: &Context, a: OplogArgs) -> Result<()> {
     let uri = source_uri(&a, ctx)?;
     let repo = ctx.repository().await?;
     let source = Source::connect(&uri).await?;
-    let opts = PushOptions { selection, upload: ctx.upload, now: chrono::Utc::now(), nonce: rand::random() };
+    let opts = PushOptions {
+        selection,
+        upload: ctx.upload,
+        now: chrono::Utc::now(),
+        nonce: rand::random(),
+    };
     let out = slices::push(&source, &repo, &opts).await?;
     if a.json {
         print_json(&out);
@@ -118,7 +129,15 @@ pub async fn cmd_oplog(ctx: &Context, a: OplogArgs) -> Result<()> {
 ///
 /// # Errors
 /// As [`pitr::plan`] and [`pitr::execute`].
-pub async fn cmd_restore(repo: &Repository, manifest: &Manifest, target: &Source, opts: &RestoreOptions, to_time: Option<&str>, dry_run: bool, json: bool) -> Result<()> {
+pub async fn cmd_restore(
+    repo: &Repository,
+    manifest: &Manifest,
+    target: &Source,
+    opts: &RestoreOptions,
+    to_time: Option<&str>,
+    dry_run: bool,
+    json: bool,
+) -> Result<()> {
     let to = to_time.map(|t| ToTime::parse(t, "--to-time")).transpose()?;
     let plan = pitr::plan(repo, manifest, target, opts, to).await?;
     if dry_run {
@@ -146,13 +165,27 @@ fn plan_text(p: &PitrPlan) -> String {
         p.snapshot_oplog.entries, p.consistency_point
     );
     if let Some(t) = &p.to_time {
-        let _ = writeln!(out, "then replay {} oplog slice(s) up to {t}:", p.slices.len());
+        let _ = writeln!(
+            out,
+            "then replay {} oplog slice(s) up to {t}:",
+            p.slices.len()
+        );
         for s in &p.slices {
-            let _ = writeln!(out, "  {}  {} entries, {}", s.name(), s.oplog.entries, human_bytes(s.oplog.object.size));
+            let _ = writeln!(
+                out,
+                "  {}  {} entries, {}",
+                s.name(),
+                s.oplog.entries,
+                human_bytes(s.oplog.object.size)
+            );
         }
     }
     for t in &p.oplog_targets {
-        let _ = writeln!(out, "created by the oplog: {} -> {} ({})", t.source, t.target, t.action);
+        let _ = writeln!(
+            out,
+            "created by the oplog: {} -> {} ({})",
+            t.source, t.target, t.action
+        );
     }
     out
 }
@@ -171,9 +204,13 @@ fn summary_text(s: &PitrSummary) -> String {
     let _ = writeln!(
         out,
         "the restored data is the source as of {} (oplog {}){}, {:.1} s",
-        s.restored_to_time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        s.restored_to_time
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         s.restored_to,
-        s.to_time.as_deref().map(|t| format!(", asked for {t}")).unwrap_or_default(),
+        s.to_time
+            .as_deref()
+            .map(|t| format!(", asked for {t}"))
+            .unwrap_or_default(),
         s.total_seconds
     );
     out
@@ -224,12 +261,18 @@ pub async fn cmd_snapshots(ctx: &Context, json: bool) -> Result<()> {
     if json {
         let rows: Vec<SnapshotWithRange> = snaps
             .iter()
-            .map(|s| SnapshotWithRange { summary: s, recoverable: ranges.iter().find(|r| r.snapshot == s.id) })
+            .map(|s| SnapshotWithRange {
+                summary: s,
+                recoverable: ranges.iter().find(|r| r.snapshot == s.id),
+            })
             .collect();
         print_json(&rows);
         return Ok(());
     }
-    print!("{}", super::output::snapshots_table(&snaps, &repo.describe()));
+    print!(
+        "{}",
+        super::output::snapshots_table(&snaps, &repo.describe())
+    );
     if !ranges.is_empty() {
         let rows: Vec<Vec<String>> = ranges
             .iter()
@@ -243,8 +286,17 @@ pub async fn cmd_snapshots(ctx: &Context, json: bool) -> Result<()> {
                 ]
             })
             .collect();
-        println!("\nrecoverable time ranges (restore --snapshot ID --to-time T, T within FROM..TO):");
-        print!("{}", table(&["SNAPSHOT", "FROM (UTC)", "TO (UTC)", "OPLOG", "SLICES"], &rows, &[false, false, false, false, true]));
+        println!(
+            "\nrecoverable time ranges (restore --snapshot ID --to-time T, T within FROM..TO):"
+        );
+        print!(
+            "{}",
+            table(
+                &["SNAPSHOT", "FROM (UTC)", "TO (UTC)", "OPLOG", "SLICES"],
+                &rows,
+                &[false, false, false, false, true]
+            )
+        );
     }
     for g in gaps {
         println!("OPLOG GAP: {g}");

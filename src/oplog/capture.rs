@@ -79,7 +79,10 @@ struct ObjectWriter {
 impl ObjectWriter {
     fn new(repo: &Repository, key: &str, upload: UploadConfig) -> Self {
         Self {
-            gz: GzEncoder::new(Vec::with_capacity(FLUSH_BYTES * 2), flate2::Compression::new(6)),
+            gz: GzEncoder::new(
+                Vec::with_capacity(FLUSH_BYTES * 2),
+                flate2::Compression::new(6),
+            ),
             sha: Sha256::new(),
             upload: StreamUpload::new(repo.store().clone(), key, upload),
             size: 0,
@@ -87,7 +90,9 @@ impl ObjectWriter {
     }
 
     async fn write(&mut self, repo: &Repository, entry: &[u8]) -> Result<()> {
-        self.gz.write_all(entry).map_err(|e| Error::io("compressing the oplog", e))?;
+        self.gz
+            .write_all(entry)
+            .map_err(|e| Error::io("compressing the oplog", e))?;
         if self.gz.get_ref().len() >= FLUSH_BYTES {
             let out = std::mem::take(self.gz.get_mut());
             self.push(repo, &out).await?;
@@ -103,7 +108,10 @@ impl ObjectWriter {
 
     async fn finish(mut self, repo: &Repository) -> Result<StoredObject> {
         let key = self.upload.key().to_string();
-        let gz = std::mem::replace(&mut self.gz, GzEncoder::new(Vec::new(), flate2::Compression::none()));
+        let gz = std::mem::replace(
+            &mut self.gz,
+            GzEncoder::new(Vec::new(), flate2::Compression::none()),
+        );
         let rest = gz
             .finish()
             .map_err(|e| Error::io("compressing the oplog", e))?;
@@ -191,7 +199,10 @@ async fn follow(
     writer: &mut ObjectWriter,
     p: &mut Progress,
 ) -> Result<()> {
-    let oplog = source.client().database("local").collection::<Document>("oplog.rs");
+    let oplog = source
+        .client()
+        .database("local")
+        .collection::<Document>("oplog.rs");
     let ctx = |e| classify(&source.info.uri, "reading the oplog", e);
     let mut stop_seen_at: Option<Instant> = None;
     loop {
@@ -221,7 +232,9 @@ async fn follow(
                             "the oplog did not reach {} within {} s (last read: {})",
                             describe(stop.borrow().expect("set")),
                             STOP_TIMEOUT.as_secs(),
-                            p.last_read.map(describe).unwrap_or_else(|| "nothing".into())
+                            p.last_read
+                                .map(describe)
+                                .unwrap_or_else(|| "nothing".into())
                         ),
                     });
                 }
@@ -237,7 +250,9 @@ async fn follow(
                     what: "an oplog batch".into(),
                     detail: e.to_string(),
                 })?;
-                let RawBsonRef::Document(e) = item else { continue };
+                let RawBsonRef::Document(e) = item else {
+                    continue;
+                };
                 let h = entry::head(e)?;
                 if p.first_read.is_none() {
                     p.first_read = Some(h.ts);

@@ -83,7 +83,12 @@ pub fn reach(anchor: &Anchor, spans: &[Span]) -> Reach {
         pos = s.to;
         wall = s.to_wall;
     }
-    let gap = spans.iter().filter(|s| s.start > pos).map(|s| s.start).min().map(|resume| (pos, resume));
+    let gap = spans
+        .iter()
+        .filter(|s| s.start > pos)
+        .map(|s| s.start)
+        .min()
+        .map(|resume| (pos, resume));
     Reach {
         chain,
         to: pos,
@@ -119,7 +124,12 @@ fn when(op: OpTime, wall: Option<DateTime<Utc>>) -> String {
 /// # Errors
 /// A message saying why `to` is not covered (before the snapshot, in a gap, after the last
 /// slice) and what range is; `others` are the other snapshots, named when one covers `to`.
-pub fn slices_for(anchor: &Anchor, spans: &[Span], to: ToTime, others: &[Anchor]) -> Result<Vec<usize>, String> {
+pub fn slices_for(
+    anchor: &Anchor,
+    spans: &[Span],
+    to: ToTime,
+    others: &[Anchor],
+) -> Result<Vec<usize>, String> {
     let r = reach(anchor, spans);
     let covered = format!(
         "snapshot {} restores to any time from {} to {}",
@@ -138,7 +148,11 @@ pub fn slices_for(anchor: &Anchor, spans: &[Span], to: ToTime, others: &[Anchor]
             .unwrap_or_default()
     };
     if !to.includes(anchor.point, anchor.point_wall) {
-        return Err(format!("{to} is before the consistency point of snapshot {}; {covered}{}", anchor.id, elsewhere()));
+        return Err(format!(
+            "{to} is before the consistency point of snapshot {}; {covered}{}",
+            anchor.id,
+            elsewhere()
+        ));
     }
     if to.reached_by(anchor.point, anchor.point_wall) {
         return Ok(vec![]);
@@ -193,7 +207,12 @@ mod tests {
 
     #[test]
     fn a_chain_reaches_to_the_last_contiguous_slice() {
-        let spans = vec![span("a", 100, 200), span("b", 200, 300), span("c", 300, 400), span("e", 500, 600)];
+        let spans = vec![
+            span("a", 100, 200),
+            span("b", 200, 300),
+            span("c", 300, 400),
+            span("e", 500, 600),
+        ];
         let r = reach(&anchor("s", 150), &spans);
         assert_eq!(r.chain, vec![0, 1, 2]);
         assert_eq!(r.to, op(400));
@@ -207,7 +226,11 @@ mod tests {
 
     #[test]
     fn overlapping_slices_take_the_one_reaching_furthest() {
-        let spans = vec![span("a", 100, 200), span("dup", 100, 250), span("b", 200, 300)];
+        let spans = vec![
+            span("a", 100, 200),
+            span("dup", 100, 250),
+            span("b", 200, 300),
+        ];
         let r = reach(&anchor("s", 100), &spans);
         assert_eq!(r.chain, vec![1, 2]);
         assert_eq!(r.to, op(300));
@@ -215,9 +238,17 @@ mod tests {
 
     #[test]
     fn slices_for_a_time_stop_at_the_first_that_reaches_it() {
-        let spans = vec![span("a", 100, 200), span("b", 200, 300), span("c", 300, 400)];
+        let spans = vec![
+            span("a", 100, 200),
+            span("b", 200, 300),
+            span("c", 300, 400),
+        ];
         let s = anchor("s", 150);
-        assert_eq!(slices_for(&s, &spans, at(150, 1), &[]), Ok(vec![]), "the point itself needs no slice");
+        assert_eq!(
+            slices_for(&s, &spans, at(150, 1), &[]),
+            Ok(vec![]),
+            "the point itself needs no slice"
+        );
         assert_eq!(slices_for(&s, &spans, at(180, 0), &[]), Ok(vec![0]));
         assert_eq!(slices_for(&s, &spans, at(200, 1), &[]), Ok(vec![0]));
         assert_eq!(slices_for(&s, &spans, at(200, 2), &[]), Ok(vec![0, 1]));
@@ -229,12 +260,23 @@ mod tests {
         let spans = vec![span("a", 100, 200), span("late", 300, 400)];
         let s = anchor("s1", 150);
         let before = slices_for(&s, &spans, at(120, 0), &[]).unwrap_err();
-        assert!(before.contains("before the consistency point of snapshot s1"), "{before}");
-        assert!(before.contains("restores to any time from") && before.contains("oplog 150:1") && before.contains("oplog 200:1"), "{before}");
+        assert!(
+            before.contains("before the consistency point of snapshot s1"),
+            "{before}"
+        );
+        assert!(
+            before.contains("restores to any time from")
+                && before.contains("oplog 150:1")
+                && before.contains("oplog 200:1"),
+            "{before}"
+        );
         let gap = slices_for(&s, &spans, at(250, 0), &[]).unwrap_err();
         assert!(gap.contains("gap after") && gap.contains("300:1"), "{gap}");
         let after = slices_for(&anchor("s2", 310), &spans, at(450, 0), &[]).unwrap_err();
-        assert!(after.contains("after the last stored oplog position") && after.contains("oplog push"), "{after}");
+        assert!(
+            after.contains("after the last stored oplog position") && after.contains("oplog push"),
+            "{after}"
+        );
         // Another snapshot that covers the time is named.
         let others = [anchor("s1", 150), anchor("s2", 310)];
         let hint = slices_for(&s, &spans, at(350, 0), &others).unwrap_err();
@@ -245,7 +287,10 @@ mod tests {
     fn ranges_report_both_ends() {
         let spans = vec![span("a", 100, 200)];
         let r = range(&anchor("s", 150), &spans);
-        assert_eq!((r.from_ts.as_str(), r.to_ts.as_str(), r.slices), ("150:1", "200:1", 1));
+        assert_eq!(
+            (r.from_ts.as_str(), r.to_ts.as_str(), r.slices),
+            ("150:1", "200:1", 1)
+        );
         let alone = range(&anchor("s", 50), &spans);
         assert_eq!((alone.to_ts.as_str(), alone.slices), ("50:1", 0));
     }

@@ -83,7 +83,12 @@ impl<'a> Replayer<'a> {
     /// A replayer onto `target` of the entries `filter` selects, renamed by `map`;
     /// `applied_to` is the position the target already reflects (entries up to it are
     /// skipped).
-    pub fn new(target: &'a Source, filter: NsFilter, map: NsMap, applied_to: Option<OpTime>) -> Self {
+    pub fn new(
+        target: &'a Source,
+        filter: NsFilter,
+        map: NsMap,
+        applied_to: Option<OpTime>,
+    ) -> Self {
         Self {
             target,
             filter,
@@ -155,7 +160,11 @@ impl<'a> Replayer<'a> {
                     .map_err(|e| classify(&self.target.info.uri, &at(), e))?;
                 self.stats.commands += 1;
             }
-            Step::Txn { key, partial, steps } => {
+            Step::Txn {
+                key,
+                partial,
+                steps,
+            } => {
                 let mut all = self.open_txns.remove(&key).unwrap_or_default();
                 all.extend(steps);
                 if partial {
@@ -163,7 +172,10 @@ impl<'a> Replayer<'a> {
                     return Ok(());
                 }
                 self.flush(at).await?;
-                if all.iter().all(|s| matches!(s, Step::Apply(op) if op.get_str("op").ok() != Some("c"))) {
+                if all
+                    .iter()
+                    .all(|s| matches!(s, Step::Apply(op) if op.get_str("op").ok() != Some("c")))
+                {
                     // The transaction's writes in one atomic applyOps, as they committed.
                     for s in all {
                         if let Step::Apply(op) = s {
@@ -225,7 +237,10 @@ impl<'a> Replayer<'a> {
     pub async fn finish(&mut self) -> Result<()> {
         self.flush(&|| "replaying the oplog".to_string()).await?;
         if !self.open_txns.is_empty() {
-            tracing::warn!(open = self.open_txns.len(), "transactions whose last entry lies after the target time were not applied");
+            tracing::warn!(
+                open = self.open_txns.len(),
+                "transactions whose last entry lies after the target time were not applied"
+            );
         }
         Ok(())
     }
@@ -246,7 +261,9 @@ pub async fn replay_object(
     let (byte_tx, byte_rx) = mpsc::channel(8);
     let (entry_tx, entry_rx) = mpsc::channel::<Vec<Vec<u8>>>(4);
     let what = obj.key.clone();
-    let decoder = tokio::task::spawn_blocking(move || split_entries(ChannelReader::new(byte_rx), &what, &entry_tx));
+    let decoder = tokio::task::spawn_blocking(move || {
+        split_entries(ChannelReader::new(byte_rx), &what, &entry_tx)
+    });
     let fetch = async {
         let r = fetch_verified(repo, obj, byte_tx, &cancel).await;
         if r.is_err() {
@@ -292,7 +309,10 @@ pub async fn replay_object(
         (Ok(()), Ok(flow), Ok(())) => Ok(flow),
         // Stopped early at the target time: the decoder's sends failed, nothing else.
         (Ok(()), Ok(Flow::Done), Err(Error::Cancelled)) => Ok(Flow::Done),
-        (f, a, d) => Err(root_cause([f.err(), a.err(), d.err()].into_iter().flatten().collect()).expect("one failed")),
+        (f, a, d) => Err(
+            root_cause([f.err(), a.err(), d.err()].into_iter().flatten().collect())
+                .expect("one failed"),
+        ),
     }
 }
 
@@ -310,7 +330,11 @@ fn split_entries(reader: impl Read, what: &str, tx: &mpsc::Sender<Vec<Vec<u8>>>)
         match read_full(&mut gz, &mut len).map_err(|e| bad(e.to_string()))? {
             0 => break,
             4 => {}
-            n => return Err(bad(format!("ends inside an entry's length ({n} of 4 bytes)"))),
+            n => {
+                return Err(bad(format!(
+                    "ends inside an entry's length ({n} of 4 bytes)"
+                )))
+            }
         }
         let n = i32::from_le_bytes(len);
         if n < 5 || n as usize > MAX_ENTRY {
@@ -324,7 +348,8 @@ fn split_entries(reader: impl Read, what: &str, tx: &mpsc::Sender<Vec<Vec<u8>>>)
         chunk_bytes += e.len();
         chunk.push(e);
         if chunk.len() >= 256 || chunk_bytes >= 1 << 20 {
-            tx.blocking_send(std::mem::take(&mut chunk)).map_err(|_| Error::Cancelled)?;
+            tx.blocking_send(std::mem::take(&mut chunk))
+                .map_err(|_| Error::Cancelled)?;
             chunk_bytes = 0;
         }
     }
@@ -360,7 +385,8 @@ mod tests {
     }
 
     fn doc_bytes(i: i32) -> Vec<u8> {
-        mongodb::bson::to_vec(&mongodb::bson::doc! { "i": i, "pad": "x".repeat(i as usize * 10) }).unwrap()
+        mongodb::bson::to_vec(&mongodb::bson::doc! { "i": i, "pad": "x".repeat(i as usize * 10) })
+            .unwrap()
     }
 
     #[test]

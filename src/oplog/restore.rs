@@ -110,7 +110,12 @@ pub struct PitrSummary {
 /// The selection a snapshot was taken with.
 pub fn snapshot_selection(m: &Manifest) -> Result<Selection> {
     let o = &m.options;
-    Selection::new(o.databases.clone(), o.ns_include.clone(), o.ns_exclude.clone(), o.include_users)
+    Selection::new(
+        o.databases.clone(),
+        o.ns_include.clone(),
+        o.ns_exclude.clone(),
+        o.include_users,
+    )
 }
 
 /// Every point-in-time snapshot of the repository, as coverage anchors, newest first.
@@ -119,10 +124,19 @@ pub fn snapshot_selection(m: &Manifest) -> Result<Selection> {
 /// The store failed or a manifest is unreadable.
 pub async fn anchors(repo: &Repository) -> Result<Vec<Anchor>> {
     let mut out = Vec::new();
-    for s in repo.list_snapshots().await?.into_iter().filter(|s| s.complete) {
+    for s in repo
+        .list_snapshots()
+        .await?
+        .into_iter()
+        .filter(|s| s.complete)
+    {
         let m = repo.read_manifest(&s.id).await?;
         if let Ok(o) = snapshot_oplog(&m) {
-            out.push(Anchor { id: m.snapshot.clone(), point: o.to, point_wall: o.to_wall });
+            out.push(Anchor {
+                id: m.snapshot.clone(),
+                point: o.to,
+                point_wall: o.to_wall,
+            });
         }
     }
     Ok(out)
@@ -132,7 +146,12 @@ pub async fn anchors(repo: &Repository) -> Result<Vec<Anchor>> {
 pub fn spans(slices: &[SliceMeta]) -> Vec<Span> {
     slices
         .iter()
-        .map(|s| Span { name: s.name(), start: s.start(), to: s.oplog.to, to_wall: s.oplog.to_wall })
+        .map(|s| Span {
+            name: s.name(),
+            start: s.start(),
+            to: s.oplog.to,
+            to_wall: s.oplog.to_wall,
+        })
         .collect()
 }
 
@@ -141,18 +160,39 @@ pub fn spans(slices: &[SliceMeta]) -> Vec<Span> {
 /// # Errors
 /// The snapshot is not point-in-time, `to` is not covered, a slice was pushed with another
 /// selection than the snapshot, or the repository or target failed.
-pub async fn plan(repo: &Repository, manifest: &Manifest, target: &Source, opts: &RestoreOptions, to: Option<ToTime>) -> Result<PitrPlan> {
+pub async fn plan(
+    repo: &Repository,
+    manifest: &Manifest,
+    target: &Source,
+    opts: &RestoreOptions,
+    to: Option<ToTime>,
+) -> Result<PitrPlan> {
     let oplog = snapshot_oplog(manifest)?.clone();
-    let anchor = Anchor { id: manifest.snapshot.clone(), point: oplog.to, point_wall: oplog.to_wall };
+    let anchor = Anchor {
+        id: manifest.snapshot.clone(),
+        point: oplog.to,
+        point_wall: oplog.to_wall,
+    };
     let mut slices = Vec::new();
     if let Some(to) = to {
         let listing = slices::list(repo).await?;
         let spans = spans(&listing.slices);
         let others = anchors(repo).await?;
-        let chain = coverage::slices_for(&anchor, &spans, to, &others).map_err(|m| Error::Config(format!("cannot restore to {to}: {m}")))?;
-        slices = chain.into_iter().map(|i| listing.slices[i].clone()).collect();
-        let ours = SliceSelection { databases: manifest.options.databases.clone(), ns_include: manifest.options.ns_include.clone(), ns_exclude: manifest.options.ns_exclude.clone() };
-        if let Some(s) = slices.iter().find(|s| !s.selection.is_everything() && s.selection != ours) {
+        let chain = coverage::slices_for(&anchor, &spans, to, &others)
+            .map_err(|m| Error::Config(format!("cannot restore to {to}: {m}")))?;
+        slices = chain
+            .into_iter()
+            .map(|i| listing.slices[i].clone())
+            .collect();
+        let ours = SliceSelection {
+            databases: manifest.options.databases.clone(),
+            ns_include: manifest.options.ns_include.clone(),
+            ns_exclude: manifest.options.ns_exclude.clone(),
+        };
+        if let Some(s) = slices
+            .iter()
+            .find(|s| !s.selection.is_everything() && s.selection != ours)
+        {
             return Err(Error::Config(format!(
                 "slice {} was pushed with another selection ({:?}) than snapshot {} ({:?}): it may lack operations the snapshot's namespaces need; push with the backup's --db/--ns-include/--ns-exclude, or with none",
                 s.name(), s.selection, manifest.snapshot, ours
@@ -182,12 +222,21 @@ async fn oplog_targets(
     opts: &RestoreOptions,
     selection: &Selection,
 ) -> Result<Vec<OplogTarget>> {
-    let in_snapshot: BTreeSet<String> = manifest.collections.iter().map(|c| format!("{}.{}", c.db, c.name)).collect();
+    let in_snapshot: BTreeSet<String> = manifest
+        .collections
+        .iter()
+        .map(|c| format!("{}.{}", c.db, c.name))
+        .collect();
     let filter = NsFilter::new(vec![selection.clone(), opts.selection.clone()]);
     let mut by_db: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-    let names = oplog.namespaces.iter().chain(slices.iter().flat_map(|s| &s.oplog.namespaces));
+    let names = oplog
+        .namespaces
+        .iter()
+        .chain(slices.iter().flat_map(|s| &s.oplog.namespaces));
     for ns in names.collect::<BTreeSet<_>>() {
-        let Some((db, coll)) = ns.split_once('.') else { continue };
+        let Some((db, coll)) = ns.split_once('.') else {
+            continue;
+        };
         if in_snapshot.contains(ns) || !filter.wants(db, coll) {
             continue;
         }
@@ -196,14 +245,23 @@ async fn oplog_targets(
     }
     let mut out = Vec::new();
     for (tdb, items) in by_db {
-        let existing: BTreeSet<String> = target.list_collections(&tdb).await?.into_iter().map(|s| s.name).collect();
+        let existing: BTreeSet<String> = target
+            .list_collections(&tdb)
+            .await?
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
         for (source, tcoll) in items {
             let action = match (existing.contains(&tcoll), opts.drop) {
                 (false, _) => "create",
                 (true, true) => "drop first",
                 (true, false) => "REFUSED",
             };
-            out.push(OplogTarget { source, target: format!("{tdb}.{tcoll}"), action: action.into() });
+            out.push(OplogTarget {
+                source,
+                target: format!("{tdb}.{tcoll}"),
+                action: action.into(),
+            });
         }
     }
     Ok(out)
@@ -214,7 +272,12 @@ async fn oplog_targets(
 /// # Errors
 /// A refused target (nothing written), a checksum, the repository or the target failing,
 /// or an oplog entry that cannot be replayed.
-pub async fn execute(repo: &Repository, target: &Source, plan: &PitrPlan, opts: &RestoreOptions) -> Result<PitrSummary> {
+pub async fn execute(
+    repo: &Repository,
+    target: &Source,
+    plan: &PitrPlan,
+    opts: &RestoreOptions,
+) -> Result<PitrSummary> {
     if let Some(e) = plan.refusal() {
         return Err(e);
     }
@@ -222,7 +285,11 @@ pub async fn execute(repo: &Repository, target: &Source, plan: &PitrPlan, opts: 
     // Every oplog object is checked before anything is written: a corrupt slice must not
     // leave a half-replayed target.
     crate::fetch::check_objects(repo, &plan.objects(), 4).await?;
-    for t in plan.oplog_targets.iter().filter(|t| t.action == "drop first") {
+    for t in plan
+        .oplog_targets
+        .iter()
+        .filter(|t| t.action == "drop first")
+    {
         let (db, coll) = t.target.split_once('.').expect("db.coll");
         target
             .client()
@@ -266,7 +333,13 @@ pub async fn execute(repo: &Repository, target: &Source, plan: &PitrPlan, opts: 
 ///
 /// # Errors
 /// As [`plan`] and [`execute`].
-pub async fn restore_to_time(repo: &Repository, manifest: &Manifest, target: &Source, opts: &RestoreOptions, to: Option<ToTime>) -> Result<PitrSummary> {
+pub async fn restore_to_time(
+    repo: &Repository,
+    manifest: &Manifest,
+    target: &Source,
+    opts: &RestoreOptions,
+    to: Option<ToTime>,
+) -> Result<PitrSummary> {
     let p = plan(repo, manifest, target, opts, to).await?;
     execute(repo, target, &p, opts).await
 }

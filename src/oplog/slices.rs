@@ -104,7 +104,10 @@ impl SliceMeta {
     /// `20261125T064323Z.0000000003_20261125T074323Z.0000000011`, the slice's name.
     pub fn name(&self) -> String {
         let k = &self.oplog.object.key;
-        k.strip_prefix(SLICES).unwrap_or(k).trim_end_matches(".bson.gz").to_string()
+        k.strip_prefix(SLICES)
+            .unwrap_or(k)
+            .trim_end_matches(".bson.gz")
+            .to_string()
     }
 }
 
@@ -128,7 +131,11 @@ pub struct SliceListing {
 /// The store failed or a metadata object is unreadable.
 pub async fn list(repo: &Repository) -> Result<SliceListing> {
     let objects = repo.store().list(SLICES).await.map_err(|e| repo.err(e))?;
-    let metas: Vec<&str> = objects.iter().map(|o| o.key.as_str()).filter(|k| k.ends_with(".json")).collect();
+    let metas: Vec<&str> = objects
+        .iter()
+        .map(|o| o.key.as_str())
+        .filter(|k| k.ends_with(".json"))
+        .collect();
     let read: Vec<Result<SliceMeta>> = futures::stream::iter(metas.iter())
         .map(|k| async move {
             let body = repo.store().get(k).await.map_err(|e| repo.err(e))?;
@@ -144,7 +151,10 @@ pub async fn list(repo: &Repository) -> Result<SliceListing> {
     slices.sort_by_key(|s| (s.oplog.to, s.start()));
     let orphans = objects
         .iter()
-        .filter(|o| o.key.ends_with(".bson.gz") && !metas.contains(&o.key.replace(".bson.gz", ".json").as_str()))
+        .filter(|o| {
+            o.key.ends_with(".bson.gz")
+                && !metas.contains(&o.key.replace(".bson.gz", ".json").as_str())
+        })
         .map(|o| (o.key.clone(), o.size, o.last_modified))
         .collect();
     Ok(SliceListing { slices, orphans })
@@ -195,7 +205,11 @@ pub async fn push(source: &Source, repo: &Repository, opts: &PushOptions) -> Res
     r
 }
 
-async fn push_locked(source: &Source, repo: &Repository, opts: &PushOptions) -> Result<PushOutcome> {
+async fn push_locked(
+    source: &Source,
+    repo: &Repository,
+    opts: &PushOptions,
+) -> Result<PushOutcome> {
     let (from, what, set) = last_position(repo).await?;
     if set.is_some() && set != source.info.replica_set {
         return Err(Error::Config(format!(
@@ -205,10 +219,13 @@ async fn push_locked(source: &Source, repo: &Repository, opts: &PushOptions) -> 
             source.info.replica_set.clone().unwrap_or_default()
         )));
     }
-    let stop = source.operation_time().await?.ok_or_else(|| Error::Source {
-        context: format!("reading the operation time of {}", source.info.uri),
-        detail: "the server reported none".into(),
-    })?;
+    let stop = source
+        .operation_time()
+        .await?
+        .ok_or_else(|| Error::Source {
+            context: format!("reading the operation time of {}", source.info.uri),
+            detail: "the server reported none".into(),
+        })?;
     if stop <= from {
         tracing::info!(position = %describe(from), "nothing new in the oplog");
         return Ok(PushOutcome {
@@ -267,10 +284,19 @@ async fn last_position(repo: &Repository) -> Result<(OpTime, String, Option<Stri
     if let Some(s) = list(repo).await?.slices.pop() {
         return Ok((s.oplog.to, format!("slice {}", s.name()), s.replica_set));
     }
-    for snap in repo.list_snapshots().await?.into_iter().filter(|s| s.complete) {
+    for snap in repo
+        .list_snapshots()
+        .await?
+        .into_iter()
+        .filter(|s| s.complete)
+    {
         let m = repo.read_manifest(&snap.id).await?;
         if let (Some(o), true) = (&m.oplog, m.consistency.point_in_time) {
-            return Ok((o.to, format!("snapshot {}", m.snapshot), m.source.replica_set));
+            return Ok((
+                o.to,
+                format!("snapshot {}", m.snapshot),
+                m.source.replica_set,
+            ));
         }
     }
     Err(Error::Config(format!(

@@ -95,7 +95,10 @@ where
     let captured = captured?;
     let end = captured.record.to;
     if !captured.contiguous() {
-        let lost = captured.first_read.map(describe).unwrap_or_else(|| "nothing".into());
+        let lost = captured
+            .first_read
+            .map(describe)
+            .unwrap_or_else(|| "nothing".into());
         tracing::warn!(start = %describe(start), oldest = %lost, "the oplog rolled over during the dump: the snapshot is not point-in-time");
         if let Err(e) = repo.store().delete(&spec.key).await {
             tracing::warn!(key = %spec.key, error = %e, "could not remove the unusable oplog; prune removes it with the snapshot");
@@ -124,7 +127,11 @@ where
     Ok((out, consistency, Some(record)))
 }
 
-fn not_pit(note: &str, start: Option<crate::manifest::OpTime>, end: Option<crate::manifest::OpTime>) -> Consistency {
+fn not_pit(
+    note: &str,
+    start: Option<crate::manifest::OpTime>,
+    end: Option<crate::manifest::OpTime>,
+) -> Consistency {
     Consistency {
         point_in_time: false,
         note: note.to_string(),

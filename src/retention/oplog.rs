@@ -90,12 +90,27 @@ pub fn plan_slices(slices: &[SliceInfo], kept: &[KeptPoint]) -> Vec<SliceDecisio
             let from = kept.iter().rposition(|k| k.point < s.to);
             let (keep, reason) = match from {
                 Some(i) => {
-                    let next = kept.get(i + 1).map_or_else(|| "now".to_string(), |n| format!("snapshot {}", n.id));
-                    (true, format!("rolls snapshot {} forward to {next}", kept[i].id))
+                    let next = kept
+                        .get(i + 1)
+                        .map_or_else(|| "now".to_string(), |n| format!("snapshot {}", n.id));
+                    (
+                        true,
+                        format!("rolls snapshot {} forward to {next}", kept[i].id),
+                    )
                 }
-                None if Some(s.to) == newest_to => (true, "newest slice: the next oplog push continues from it".to_string()),
+                None if Some(s.to) == newest_to => (
+                    true,
+                    "newest slice: the next oplog push continues from it".to_string(),
+                ),
                 None => match kept.first() {
-                    Some(k) => (false, format!("ends before the oldest kept point-in-time snapshot {} ({})", k.id, describe(k.point))),
+                    Some(k) => (
+                        false,
+                        format!(
+                            "ends before the oldest kept point-in-time snapshot {} ({})",
+                            k.id,
+                            describe(k.point)
+                        ),
+                    ),
                     None => (false, "no kept snapshot is point-in-time".to_string()),
                 },
             };
@@ -125,7 +140,12 @@ pub struct OplogPlan {
 impl OplogPlan {
     /// Bytes the plan frees.
     pub fn bytes_to_free(&self) -> u64 {
-        self.slices.iter().filter(|d| !d.keep).map(|d| d.size_bytes).sum::<u64>() + self.orphans.iter().map(|o| o.1).sum::<u64>()
+        self.slices
+            .iter()
+            .filter(|d| !d.keep)
+            .map(|d| d.size_bytes)
+            .sum::<u64>()
+            + self.orphans.iter().map(|o| o.1).sum::<u64>()
     }
 }
 
@@ -142,7 +162,10 @@ pub async fn inventory(repo: &Repository, plan: &Plan) -> Result<OplogPlan> {
     for d in plan.kept() {
         let m = repo.read_manifest(&d.id).await?;
         if let (Some(o), true) = (&m.oplog, m.consistency.point_in_time) {
-            kept.push(KeptPoint { id: d.id.clone(), point: o.to });
+            kept.push(KeptPoint {
+                id: d.id.clone(),
+                point: o.to,
+            });
         }
     }
     let infos: Vec<SliceInfo> = listing.slices.iter().map(SliceInfo::of).collect();
@@ -162,7 +185,11 @@ pub async fn inventory(repo: &Repository, plan: &Plan) -> Result<OplogPlan> {
 ///
 /// # Errors
 /// The store failed; what was deleted stays deleted.
-pub async fn execute(repo: &Repository, plan: &OplogPlan, report: &mut (dyn FnMut(&str, u64) + Send)) -> Result<(usize, u64)> {
+pub async fn execute(
+    repo: &Repository,
+    plan: &OplogPlan,
+    report: &mut (dyn FnMut(&str, u64) + Send),
+) -> Result<(usize, u64)> {
     let (mut n, mut bytes) = (0, 0);
     for d in plan.slices.iter().filter(|d| !d.keep) {
         for k in &d.keys {
@@ -200,11 +227,17 @@ mod tests {
     }
 
     fn kept(id: &str, point: u32) -> KeptPoint {
-        KeptPoint { id: id.into(), point: op(point) }
+        KeptPoint {
+            id: id.into(),
+            point: op(point),
+        }
     }
 
     fn decisions(slices: &[SliceInfo], k: &[KeptPoint]) -> Vec<(String, bool, String)> {
-        let mut v: Vec<_> = plan_slices(slices, k).into_iter().map(|d| (d.name, d.keep, d.reason)).collect();
+        let mut v: Vec<_> = plan_slices(slices, k)
+            .into_iter()
+            .map(|d| (d.name, d.keep, d.reason))
+            .collect();
         v.sort();
         v
     }
@@ -212,18 +245,47 @@ mod tests {
     #[test]
     fn slices_before_the_oldest_kept_snapshot_go_the_rest_stay_with_the_snapshot_they_serve() {
         // Snapshots at 100 (pruned), 250 and 450 (kept); hourly slices in between.
-        let slices = [slice("s1", 100, 200), slice("s2", 200, 300), slice("s3", 300, 400), slice("s4", 400, 500), slice("s5", 500, 600)];
+        let slices = [
+            slice("s1", 100, 200),
+            slice("s2", 200, 300),
+            slice("s3", 300, 400),
+            slice("s4", 400, 500),
+            slice("s5", 500, 600),
+        ];
         let d = decisions(&slices, &[kept("B", 250), kept("C", 450)]);
-        assert!(!d[0].1 && d[0].2.contains("ends before the oldest kept point-in-time snapshot B"), "{:?}", d[0]);
-        assert_eq!((d[1].1, d[1].2.as_str()), (true, "rolls snapshot B forward to snapshot C"), "s2 straddles B's point");
-        assert_eq!((d[2].1, d[2].2.as_str()), (true, "rolls snapshot B forward to snapshot C"));
-        assert_eq!((d[3].1, d[3].2.as_str()), (true, "rolls snapshot C forward to now"));
-        assert_eq!((d[4].1, d[4].2.as_str()), (true, "rolls snapshot C forward to now"));
+        assert!(
+            !d[0].1
+                && d[0]
+                    .2
+                    .contains("ends before the oldest kept point-in-time snapshot B"),
+            "{:?}",
+            d[0]
+        );
+        assert_eq!(
+            (d[1].1, d[1].2.as_str()),
+            (true, "rolls snapshot B forward to snapshot C"),
+            "s2 straddles B's point"
+        );
+        assert_eq!(
+            (d[2].1, d[2].2.as_str()),
+            (true, "rolls snapshot B forward to snapshot C")
+        );
+        assert_eq!(
+            (d[3].1, d[3].2.as_str()),
+            (true, "rolls snapshot C forward to now")
+        );
+        assert_eq!(
+            (d[4].1, d[4].2.as_str()),
+            (true, "rolls snapshot C forward to now")
+        );
     }
 
     #[test]
     fn a_slice_ending_exactly_at_the_oldest_point_is_not_needed() {
-        let d = decisions(&[slice("s1", 100, 250), slice("s2", 250, 300)], &[kept("B", 250)]);
+        let d = decisions(
+            &[slice("s1", 100, 250), slice("s2", 250, 300)],
+            &[kept("B", 250)],
+        );
         assert!(!d[0].1, "{:?}", d[0]);
         assert!(d[1].1);
     }
@@ -231,14 +293,20 @@ mod tests {
     #[test]
     fn the_newest_slice_stays_even_without_a_point_in_time_snapshot() {
         let d = decisions(&[slice("s1", 100, 200), slice("s2", 200, 300)], &[]);
-        assert_eq!((d[0].1, d[0].2.as_str()), (false, "no kept snapshot is point-in-time"));
+        assert_eq!(
+            (d[0].1, d[0].2.as_str()),
+            (false, "no kept snapshot is point-in-time")
+        );
         assert!(d[1].1 && d[1].2.contains("next oplog push"), "{:?}", d[1]);
     }
 
     #[test]
     fn removed_slices_list_metadata_first_and_sizes_add_up() {
         let p = OplogPlan {
-            slices: plan_slices(&[slice("s1", 100, 200), slice("s2", 200, 300)], &[kept("B", 250)]),
+            slices: plan_slices(
+                &[slice("s1", 100, 200), slice("s2", 200, 300)],
+                &[kept("B", 250)],
+            ),
             orphans: vec![("x.bson.gz".into(), 5)],
         };
         let removed: Vec<_> = p.slices.iter().filter(|d| !d.keep).collect();

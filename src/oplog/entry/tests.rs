@@ -3,6 +3,7 @@
 use mongodb::bson::{doc, spec::BinarySubtype, Binary, Document, Timestamp};
 
 use super::*;
+use crate::restore::NsMap;
 
 fn ts(i: u32) -> Timestamp {
     Timestamp {
