@@ -41,7 +41,8 @@ pub struct OplogTarget {
 /// The plan of a point-in-time restore.
 #[derive(Debug, Clone, Serialize)]
 pub struct PitrPlan {
-    /// The collections.
+    /// The collections (flattened in JSON: the same fields as a plain restore's plan).
+    #[serde(flatten)]
     pub restore: RestorePlan,
     /// The time asked for (`None`: the snapshot's consistency point).
     pub to_time: Option<String>,
