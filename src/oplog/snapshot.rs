@@ -81,10 +81,14 @@ where
     let captured = capture(source, repo, &spec, stop_rx, cancel.clone());
     tokio::pin!(dumped, captured);
     let (out, captured) = tokio::select! {
-        d = &mut dumped => {
-            let out = d?;
-            (out, (&mut captured).await)
-        }
+        d = &mut dumped => match d {
+            Ok(out) => (out, (&mut captured).await),
+            Err(e) => {
+                // The capture saw the cancellation: let it abort its upload first.
+                let _ = (&mut captured).await;
+                return Err(e);
+            }
+        },
         c = &mut captured => match c {
             // The capture cannot finish before the dump sets its stop position, so this
             // is its failure: stop the dump too.
