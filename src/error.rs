@@ -142,6 +142,16 @@ pub enum Error {
     #[error("interrupted")]
     Interrupted,
 
+    /// The source's oplog rolled over since the last stored position: the operations
+    /// between `after` and `resumed_at` are lost for point-in-time recovery. What the oplog
+    /// still held was stored (`stored`).
+    #[error("OPLOG GAP: the oplog no longer holds the operations after {after} (its oldest entry is {resumed_at}); no time in between can be restored\n  stored anyway: {stored}\n  fix: take a new snapshot (`mongokeep backup`) so point-in-time recovery starts again, run `oplog push` more often, or enlarge the oplog (replSetResizeOplog)")]
+    OplogGap {
+        after: String,
+        resumed_at: String,
+        stored: String,
+    },
+
     /// The run was cancelled because a sibling task failed; never the root cause.
     #[error("cancelled")]
     Cancelled,
@@ -163,9 +173,10 @@ impl Error {
             | Error::SnapshotNotFound { .. }
             | Error::SnapshotIncomplete { .. }
             | Error::RetentionFloor { .. } => ExitCode::Usage,
-            Error::SourceUnreachable { .. } | Error::SourceRefused { .. } | Error::Source { .. } => {
-                ExitCode::Source
-            }
+            Error::SourceUnreachable { .. }
+            | Error::SourceRefused { .. }
+            | Error::Source { .. }
+            | Error::OplogGap { .. } => ExitCode::Source,
             Error::Storage { .. } => ExitCode::Repository,
             Error::Integrity { .. } | Error::Format { .. } | Error::VerificationFailed { .. } => ExitCode::Mismatch,
             Error::LockHeld { .. } => ExitCode::LockHeld,

@@ -25,3 +25,4 @@ pub mod retention;
 pub mod config;
 pub mod cli;
 pub mod sample;
+pub mod oplog;

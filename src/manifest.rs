@@ -36,8 +36,41 @@ pub struct Manifest {
     pub digest_algorithm: String,
     /// One entry per collection, view and time-series collection.
     pub collections: Vec<CollectionEntry>,
-    /// Sums over `collections`.
+    /// Sums over `collections` (and the oplog object, in `stored_bytes`).
     pub totals: Totals,
+    /// The oplog written during the dump (replica sets only), replayed on restore to make
+    /// the snapshot equal the source at `consistency.end_operation_time`. Absent in
+    /// manifests written before point-in-time snapshots existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oplog: Option<OplogRecord>,
+}
+
+/// The oplog entries of one stored oplog object (a snapshot's own, or a slice's): raw BSON
+/// entries, one after the other, gzip-compressed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OplogRecord {
+    /// The object.
+    #[serde(flatten)]
+    pub object: StoredObject,
+    /// Oplog position the capture started from (inclusive): the object holds every entry
+    /// of the selected namespaces after it, up to `to`.
+    pub from: OpTime,
+    /// Last oplog position captured (inclusive).
+    pub to: OpTime,
+    /// Wall-clock time of the entry at `to`, when the server reported one.
+    #[serde(default)]
+    pub to_wall: Option<DateTime<Utc>>,
+    /// Timestamp of the first entry stored (none when nothing was stored).
+    pub first: Option<OpTime>,
+    /// Timestamp of the last entry stored.
+    pub last: Option<OpTime>,
+    /// Entries stored.
+    pub entries: u64,
+    /// Sum of the entries' BSON sizes.
+    pub bson_bytes: u64,
+    /// The namespaces (`db.collection`) the entries touch, sorted.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
 }
 
 /// Name and version of the writer.
@@ -75,8 +108,8 @@ pub struct Consistency {
     pub end_operation_time: Option<OpTime>,
 }
 
-/// A BSON timestamp.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+/// A BSON timestamp. Ordered as the oplog is: by seconds, then increment.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct OpTime {
     /// Seconds since the epoch.
     pub t: u32,
@@ -179,6 +212,13 @@ impl Totals {
 }
 
 impl Manifest {
+    /// Every stored object of the snapshot: the collections' archives, then the oplog.
+    pub fn objects(&self) -> Vec<&StoredObject> {
+        let mut out: Vec<&StoredObject> = self.collections.iter().flat_map(|c| &c.objects).collect();
+        out.extend(self.oplog.as_ref().map(|o| &o.object));
+        out
+    }
+
     /// Serialize (pretty, stable field order).
     pub fn to_json(&self) -> Vec<u8> {
         let mut v = serde_json::to_vec_pretty(self).expect("manifest serializes");

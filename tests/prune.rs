@@ -98,6 +98,7 @@ async fn fake_snapshot(
         digest_algorithm: "test".into(),
         totals: Totals::of(std::slice::from_ref(&entry)),
         collections: vec![entry],
+        oplog: None,
     };
     store
         .put(&Repository::manifest_key(&id), Bytes::from(m.to_json()))

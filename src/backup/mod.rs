@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::archive::Codec;
 use crate::error::root_cause;
-use crate::manifest::{BackupOptionsRecord, Consistency, Manifest, Tool, Totals, FORMAT_VERSION};
+use crate::manifest::{BackupOptionsRecord, Manifest, Tool, Totals, FORMAT_VERSION};
 use crate::repository::{lock, snapshot_id, Repository};
 use crate::source::{CollectionSpec, Source};
 use crate::storage::upload::UploadConfig;
@@ -145,7 +145,51 @@ pub async fn run(source: &Source, repo: &Repository, opts: &BackupOptions) -> Re
 }
 
 async fn run_locked(source: &Source, repo: &Repository, opts: &BackupOptions, id: &str) -> Result<Manifest> {
-    let start_op = source.operation_time().await?;
+    // On a replica set the oplog written during the dump is captured alongside it and
+    // makes the snapshot point-in-time (see `crate::oplog::snapshot`).
+    let dump = dump_collections(source, repo, opts, id);
+    let (entries, consistency, oplog) =
+        crate::oplog::snapshot::dump_consistently(source, repo, id, &opts.selection, opts.upload, dump).await?;
+    let mut totals = Totals::of(&entries);
+    totals.stored_bytes += oplog.as_ref().map_or(0, |o| o.object.size);
+    let manifest = Manifest {
+        format: "mongokeep-manifest".into(),
+        format_version: FORMAT_VERSION,
+        snapshot: id.to_string(),
+        started_at: opts.now,
+        finished_at: Utc::now().max(opts.now),
+        tool: Tool {
+            name: "mongokeep".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        },
+        source: source.info.clone(),
+        consistency,
+        options: BackupOptionsRecord {
+            compression: opts.codec.spec(),
+            archive_part_bytes: opts.part_limit as u64,
+            databases: opts.selection.databases.clone(),
+            ns_include: opts.selection.ns_include.clone(),
+            ns_exclude: opts.selection.ns_exclude.clone(),
+            include_users: opts.selection.include_users,
+        },
+        tags: opts.tags.clone(),
+        digest_algorithm: crate::digest::ALGORITHM.into(),
+        totals,
+        collections: entries,
+        oplog,
+    };
+    repo.write_manifest(&manifest).await?;
+    tracing::info!(snapshot = %id, documents = manifest.totals.documents, "backup complete");
+    Ok(manifest)
+}
+
+/// List and store every selected collection; their manifest entries.
+async fn dump_collections(
+    source: &Source,
+    repo: &Repository,
+    opts: &BackupOptions,
+    id: &str,
+) -> Result<Vec<crate::manifest::CollectionEntry>> {
     let specs = plan(source, &opts.selection).await?;
     tracing::info!(snapshot = %id, collections = specs.len(), repository = %repo.describe(), "backup started");
     let settings = PipelineSettings {
@@ -189,43 +233,5 @@ async fn run_locked(source: &Source, repo: &Repository, opts: &BackupOptions, id
     if let Some(e) = root_cause(errors) {
         return Err(e);
     }
-    let end_op = source.operation_time().await?;
-    let point_in_time = false;
-    let note = match source.info.topology.as_str() {
-        "replica_set" => "not point-in-time: each collection is read as of its own moment between the start and end operation times; writes during the run may be partly included",
-        _ => "not point-in-time: a standalone server has no oplog, so each collection is read as of its own moment during the run",
-    };
-    let manifest = Manifest {
-        format: "mongokeep-manifest".into(),
-        format_version: FORMAT_VERSION,
-        snapshot: id.to_string(),
-        started_at: opts.now,
-        finished_at: Utc::now().max(opts.now),
-        tool: Tool {
-            name: "mongokeep".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-        },
-        source: source.info.clone(),
-        consistency: Consistency {
-            point_in_time,
-            note: note.into(),
-            start_operation_time: start_op,
-            end_operation_time: end_op,
-        },
-        options: BackupOptionsRecord {
-            compression: opts.codec.spec(),
-            archive_part_bytes: opts.part_limit as u64,
-            databases: opts.selection.databases.clone(),
-            ns_include: opts.selection.ns_include.clone(),
-            ns_exclude: opts.selection.ns_exclude.clone(),
-            include_users: opts.selection.include_users,
-        },
-        tags: opts.tags.clone(),
-        digest_algorithm: crate::digest::ALGORITHM.into(),
-        totals: Totals::of(&entries),
-        collections: entries,
-    };
-    repo.write_manifest(&manifest).await?;
-    tracing::info!(snapshot = %id, documents = manifest.totals.documents, "backup complete");
-    Ok(manifest)
+    Ok(entries)
 }

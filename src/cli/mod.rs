@@ -4,9 +4,11 @@
 
 mod ops;
 pub(crate) use ops::record;
+mod oplog;
 mod output;
 mod retention;
 
+pub use oplog::{OplogArgs, OplogCommand, PushArgs};
 pub use retention::{CheckArgs, PolicyArgs, PolicyCommand, PruneArgs, SimulateArgs};
 
 use std::path::PathBuf;
@@ -99,6 +101,8 @@ pub enum Command {
     Prune(PruneArgs),
     /// Check a retention policy, or preview what it keeps of a schedule
     Policy(PolicyArgs),
+    /// Store the oplog between snapshots, for point-in-time restores (`oplog push`)
+    Oplog(OplogArgs),
 }
 
 /// `mongokeep backup`
@@ -186,6 +190,11 @@ pub struct RestoreArgs {
     /// Drop each selected target collection that exists before restoring it (and nothing else)
     #[arg(long)]
     pub drop: bool,
+    /// Restore the source as it was at this time: an RFC 3339 time (2026-11-25T14:30:00Z)
+    /// or an oplog timestamp SECONDS:INCREMENT, between the snapshot's consistency point and
+    /// the last `oplog push` (see docs/pitr.md)
+    #[arg(long, value_name = "TIME")]
+    pub to_time: Option<String>,
     /// Print what would be created, dropped and loaded; write nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -307,6 +316,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Report(a) => ops::cmd_report(&ctx, a).await,
         Command::Prune(a) => retention::cmd_prune(&ctx, a).await,
         Command::Policy(a) => retention::cmd_policy(a),
+        Command::Oplog(a) => oplog::cmd_oplog(&ctx, a).await,
     }
 }
 
@@ -386,14 +396,8 @@ async fn cmd_backup(ctx: &Context, a: BackupArgs) -> Result<()> {
 }
 
 async fn cmd_snapshots(ctx: &Context, a: ListArgs) -> Result<()> {
-    let repo = ctx.repository().await?;
-    let snaps = repo.list_snapshots().await?;
-    if a.json {
-        output::print_json(&snaps);
-    } else {
-        print!("{}", output::snapshots_table(&snaps, &repo.describe()));
-    }
-    Ok(())
+    // The table, and the time ranges point-in-time snapshots can be restored to.
+    oplog::cmd_snapshots(ctx, a.json).await
 }
 
 async fn cmd_show(ctx: &Context, a: ShowArgs) -> Result<()> {
@@ -433,6 +437,11 @@ async fn cmd_restore(ctx: &Context, a: RestoreArgs, quiet: bool) -> Result<()> {
     let repo = ctx.repository().await?;
     let manifest = repo.resolve(&a.snapshot).await?;
     let target = Source::connect(&uri).await?;
+    if a.to_time.is_some() || manifest.oplog.is_some() {
+        // A point-in-time snapshot is restored with its oplog replayed, and rolled forward
+        // through the oplog slices with --to-time.
+        return oplog::cmd_restore(&repo, &manifest, &target, &opts, a.to_time.as_deref(), a.dry_run, a.json).await;
+    }
     let plan = restore::plan(&manifest, &target, &opts).await?;
     if a.dry_run {
         if a.json {

@@ -17,6 +17,7 @@ use crate::retention::prune::{self, Outcome, Removal};
 use crate::retention::simulate::{
     self, parse_instant, parse_time_of_day, rfc3339_in, Schedule, Simulation,
 };
+use crate::retention::oplog::{self as slice_retention, OplogPlan};
 use crate::retention::{plan, Policy, Span};
 use crate::{Error, Result};
 
@@ -111,6 +112,8 @@ struct PruneJson<'a> {
     bytes_to_free: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     outcome: Option<&'a Outcome>,
+    /// Oplog slices: decisions, and slice data without metadata past the grace period.
+    oplog: &'a OplogPlan,
 }
 
 #[derive(Debug, Serialize)]
@@ -188,11 +191,13 @@ async fn prune_locked(
     let inventory = prune::inventory(repo).await?;
     let plan = plan(&inventory, policy, now);
     let floor = plan.check_floor();
+    let oplog = slice_retention::inventory(repo, &plan).await?;
     if !a.json {
         print!(
             "{}",
             plan_text(&plan, &repo.describe(), &a.policy.display().to_string())
         );
+        print!("{}", oplog_text(&oplog));
     }
     let outcome = match (&floor, a.dry_run) {
         (Ok(()), false) => {
@@ -207,12 +212,19 @@ async fn prune_locked(
                     );
                 }
             };
-            Some(prune::execute(repo, &plan, &mut report).await?)
+            let outcome = prune::execute(repo, &plan, &mut report).await?;
+            let mut said = |name: &str, bytes: u64| {
+                if !a.json {
+                    println!("removed oplog {name} ({})", human_bytes(bytes));
+                }
+            };
+            slice_retention::execute(repo, &oplog, &mut said).await?;
+            Some(outcome)
         }
         _ => None,
     };
     if a.json {
-        print_json(&prune_json(&plan, repo, a, outcome.as_ref()));
+        print_json(&prune_json(&plan, repo, a, outcome.as_ref(), &oplog));
     } else if let Some(o) = &outcome {
         println!(
             "pruned: {}, {}, {}; {}, {} freed",
@@ -233,6 +245,7 @@ fn prune_json<'a>(
     repo: &Repository,
     a: &PruneArgs,
     outcome: Option<&'a Outcome>,
+    oplog: &'a OplogPlan,
 ) -> PruneJson<'a> {
     PruneJson {
         repository: repo.describe(),
@@ -266,7 +279,44 @@ fn prune_json<'a>(
             .collect(),
         bytes_to_free: plan.bytes_to_free(),
         outcome,
+        oplog,
     }
+}
+
+/// The oplog slices' part of the plan; empty when the repository holds none.
+fn oplog_text(p: &OplogPlan) -> String {
+    if p.slices.is_empty() && p.orphans.is_empty() {
+        return String::new();
+    }
+    let rows: Vec<Vec<String>> = p
+        .slices
+        .iter()
+        .map(|d| {
+            vec![
+                d.name.clone(),
+                d.to_time.format("%Y-%m-%d %H:%M:%S").to_string(),
+                human_bytes(d.size_bytes),
+                if d.keep { "keep".into() } else { "REMOVE".into() },
+                d.reason.clone(),
+            ]
+        })
+        .collect();
+    let mut out = String::from("\noplog slices (kept while a kept point-in-time snapshot needs them):\n");
+    out.push_str(&table(
+        &["SLICE", "ENDS (UTC)", "SIZE", "ACTION", "REASON"],
+        &rows,
+        &[false, false, true, false, false],
+    ));
+    for (k, size) in &p.orphans {
+        out.push_str(&format!("REMOVE {k} ({}): slice data without metadata (an interrupted oplog push)\n", human_bytes(*size)));
+    }
+    out.push_str(&format!(
+        "oplog: remove {} of {} slices, {} to free\n",
+        p.slices.iter().filter(|d| !d.keep).count(),
+        p.slices.len(),
+        human_bytes(p.bytes_to_free())
+    ));
+    out
 }
 
 /// The plan as people read it: snapshots, garbage, summary.

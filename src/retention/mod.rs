@@ -7,6 +7,7 @@
 //! - [`forget`]: restic's `forget` rules, exactly (checked against restic's test vectors).
 //! - [`plan`]: the pure plan of a prune, restic's rules plus mongokeep's safety floor.
 //! - [`prune`]: reading a repository into an inventory and carrying a plan out.
+//! - [`oplog`]: which oplog slices the kept point-in-time snapshots still need.
 //! - [`simulate`]: previews over a schedule or a list of times, without a repository.
 //!
 //! Planning is a pure function of (snapshots, policy, now), so `--dry-run` is "plan, print,
@@ -14,6 +15,7 @@
 
 pub mod duration;
 pub mod forget;
+pub mod oplog;
 pub mod period;
 pub mod plan;
 pub mod policy;

@@ -65,14 +65,21 @@ pub fn scratch_db(prefix: &str, db: &str) -> String {
 /// The repository failed (a checksum mismatch is a failed report, not an error).
 pub async fn quick(repo: &Repository, manifest: &Manifest) -> Result<VerifyReport> {
     let started = Utc::now();
-    let objects: Vec<_> = manifest.collections.iter().flat_map(|c| c.objects.iter().map(move |o| (c, o))).collect();
+    // Every object, the snapshot's oplog included, labelled for the report.
+    let mut objects: Vec<(String, &crate::manifest::StoredObject)> = manifest
+        .collections
+        .iter()
+        .flat_map(|c| c.objects.iter().map(move |o| (format!("{}.{}", c.db, c.name), o)))
+        .collect();
+    objects.extend(manifest.oplog.as_ref().map(|o| ("oplog".to_string(), &o.object)));
+    debug_assert_eq!(objects.len(), manifest.objects().len());
     let results: Vec<(String, Result<()>)> = futures::stream::iter(objects.iter())
-        .map(|(c, obj)| async move {
+        .map(|(ns, obj)| async move {
             let (tx, mut rx) = mpsc::channel(8);
             let drain = async { while rx.recv().await.is_some() {} };
             let cancel = CancellationToken::new();
             let (r, ()) = tokio::join!(fetch_verified(repo, obj, tx, &cancel), drain);
-            (format!("{}.{}", c.db, c.name), r)
+            (ns.clone(), r)
         })
         .buffer_unordered(4)
         .collect()

@@ -1,0 +1,305 @@
+//! `mongokeep oplog push`, `restore --to-time` (and the replay of a point-in-time
+//! snapshot's own oplog on every restore), and the recoverable ranges `mongokeep snapshots`
+//! shows: flags, and what they print.
+
+use std::fmt::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+use super::output::{human_bytes, print_json, restore_plan, table};
+use super::Context;
+use crate::backup::Selection;
+use crate::config::read_uri_file;
+use crate::manifest::Manifest;
+use crate::oplog::coverage::{self, Range};
+use crate::oplog::optime::{describe, wall_or_seconds, ToTime};
+use crate::oplog::restore::{self as pitr, PitrPlan, PitrSummary};
+use crate::oplog::slices::{self, PushOptions};
+use crate::repository::{Repository, SnapshotSummary};
+use crate::restore::RestoreOptions;
+use crate::source::Source;
+use crate::{Error, Result};
+
+/// `mongokeep oplog`
+#[derive(Debug, Args)]
+pub struct OplogArgs {
+    /// The action.
+    #[command(subcommand)]
+    pub command: OplogCommand,
+}
+
+/// `mongokeep oplog ...`
+#[derive(Debug, Subcommand)]
+pub enum OplogCommand {
+    /// Store the oplog written since the last stored position as a slice (run it from cron,
+    /// e.g. hourly); exits 3 and says OPLOG GAP when the oplog rolled over since the last push
+    Push(PushArgs),
+}
+
+/// `mongokeep oplog push`
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// MongoDB URI of the replica set. Prefer MONGODB_URI or --source-file.
+    #[arg(long, env = "MONGODB_URI", hide_env_values = true)]
+    pub source: Option<String>,
+    /// File whose first line is the MongoDB URI
+    #[arg(long, env = "MONGOKEEP_SOURCE_FILE")]
+    pub source_file: Option<PathBuf>,
+    /// Only this database (repeatable) [default: the [backup] section's, else every one]
+    #[arg(long = "db")]
+    pub databases: Vec<String>,
+    /// Only namespaces matching this glob over db.collection (repeatable)
+    #[arg(long)]
+    pub ns_include: Vec<String>,
+    /// Leave out namespaces matching this glob (repeatable)
+    #[arg(long)]
+    pub ns_exclude: Vec<String>,
+    /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn source_uri(a: &PushArgs, ctx: &Context) -> Result<String> {
+    if let Some(u) = &a.source {
+        return Ok(u.clone());
+    }
+    if let Some(p) = a.source_file.as_ref().or(ctx.file.source.uri_file.as_ref()) {
+        return read_uri_file(p);
+    }
+    ctx.file.source.uri.clone().ok_or_else(|| {
+        Error::Config("no MongoDB source: set MONGODB_URI, or --source-file FILE, or [source] uri_file in mongokeep.toml".into())
+    })
+}
+
+/// `mongokeep oplog push`.
+///
+/// # Errors
+/// As [`slices::push`]; [`Error::OplogGap`] (exit 3) after storing a slice past a gap.
+pub async fn cmd_oplog(ctx: &Context, a: OplogArgs) -> Result<()> {
+    let OplogCommand::Push(a) = a.command;
+    let f = &ctx.file.backup;
+    let pick = |flag: &Vec<String>, file: &Vec<String>| {
+        if flag.is_empty() {
+            file.clone()
+        } else {
+            flag.clone()
+        }
+    };
+    let selection = Selection::new(
+        pick(&a.databases, &f.databases),
+        pick(&a.ns_include, &f.ns_include),
+        pick(&a.ns_exclude, &f.ns_exclude),
+        false,
+    )?;
+    let uri = source_uri(&a, ctx)?;
+    let repo = ctx.repository().await?;
+    let source = Source::connect(&uri).await?;
+    let opts = PushOptions {
+        selection,
+        upload: ctx.upload,
+        now: chrono::Utc::now(),
+        nonce: rand::random(),
+    };
+    let out = slices::push(&source, &repo, &opts).await?;
+    if a.json {
+        print_json(&out);
+        return Ok(());
+    }
+    match &out.slice {
+        Some(s) => println!(
+            "oplog slice {} stored in {}: {} entries ({} of BSON, {} stored), covering {} to {}, continuing {}",
+            s.name(),
+            repo.describe(),
+            s.oplog.entries,
+            human_bytes(s.oplog.bson_bytes),
+            human_bytes(s.oplog.object.size),
+            describe(s.start()),
+            describe(s.oplog.to),
+            out.continued_from_what
+        ),
+        None => println!("nothing new in the oplog since {} ({})", describe(out.continued_from), out.continued_from_what),
+    }
+    Ok(())
+}
+
+/// `restore` of a point-in-time snapshot, or with `--to-time`: plan (and stop on
+/// `--dry-run`), then restore and replay.
+///
+/// # Errors
+/// As [`pitr::plan`] and [`pitr::execute`].
+pub async fn cmd_restore(
+    repo: &Repository,
+    manifest: &Manifest,
+    target: &Source,
+    opts: &RestoreOptions,
+    to_time: Option<&str>,
+    dry_run: bool,
+    json: bool,
+) -> Result<()> {
+    let to = to_time.map(|t| ToTime::parse(t, "--to-time")).transpose()?;
+    let plan = pitr::plan(repo, manifest, target, opts, to).await?;
+    if dry_run {
+        if json {
+            print_json(&plan);
+        } else {
+            print!("{}", plan_text(&plan));
+        }
+        return plan.refusal().map_or(Ok(()), Err);
+    }
+    let summary = pitr::execute(repo, target, &plan, opts).await?;
+    if json {
+        print_json(&summary);
+    } else {
+        print!("{}", summary_text(&summary));
+    }
+    Ok(())
+}
+
+fn plan_text(p: &PitrPlan) -> String {
+    let mut out = restore_plan(&p.restore);
+    let _ = writeln!(
+        out,
+        "then replay the snapshot's oplog ({} entries) to its consistency point {}",
+        p.snapshot_oplog.entries, p.consistency_point
+    );
+    if let Some(t) = &p.to_time {
+        let _ = writeln!(
+            out,
+            "then replay {} oplog slice(s) up to {t}:",
+            p.slices.len()
+        );
+        for s in &p.slices {
+            let _ = writeln!(
+                out,
+                "  {}  {} entries, {}",
+                s.name(),
+                s.oplog.entries,
+                human_bytes(s.oplog.object.size)
+            );
+        }
+    }
+    for t in &p.oplog_targets {
+        let _ = writeln!(
+            out,
+            "created by the oplog: {} -> {} ({})",
+            t.source, t.target, t.action
+        );
+    }
+    out
+}
+
+fn summary_text(s: &PitrSummary) -> String {
+    let r = &s.restore;
+    let mut out = String::new();
+    for x in &r.skipped {
+        let _ = writeln!(out, "skipped: {x}");
+    }
+    let _ = writeln!(
+        out,
+        "snapshot {} restored into {}: {} collections, {} views, {} documents, {} of BSON; oplog replayed: {} operations and {} commands from the snapshot and {} slice(s)",
+        r.snapshot, r.target, r.collections, r.views, r.documents, human_bytes(r.bson_bytes), s.oplog.operations, s.oplog.commands, s.slices
+    );
+    let _ = writeln!(
+        out,
+        "the restored data is the source as of {} (oplog {}){}, {:.1} s",
+        s.restored_to_time
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        s.restored_to,
+        s.to_time
+            .as_deref()
+            .map(|t| format!(", asked for {t}"))
+            .unwrap_or_default(),
+        s.total_seconds
+    );
+    out
+}
+
+/// A line of `snapshots --json`: the summary and, for a point-in-time snapshot, the range
+/// it can be restored to.
+#[derive(Debug, Serialize)]
+struct SnapshotWithRange<'a> {
+    #[serde(flatten)]
+    summary: &'a SnapshotSummary,
+    recoverable: Option<&'a Range>,
+}
+
+/// The recoverable ranges of every point-in-time snapshot, and the gaps of the stored oplog.
+///
+/// # Errors
+/// The store failed or a manifest is unreadable.
+pub async fn ranges(repo: &Repository) -> Result<(Vec<Range>, Vec<String>)> {
+    let listing = slices::list(repo).await?;
+    let spans = pitr::spans(&listing.slices);
+    let anchors = pitr::anchors(repo).await?;
+    let ranges = anchors.iter().map(|a| coverage::range(a, &spans)).collect();
+    let gaps = listing
+        .slices
+        .iter()
+        .filter_map(|s| s.gap.map(|g| (s, g)))
+        .map(|(s, g)| {
+            format!(
+                "no recovery between {} and {} (the oplog rolled over before slice {} was pushed)",
+                wall_or_seconds(g.after, None).format("%Y-%m-%d %H:%M:%S"),
+                wall_or_seconds(g.resumed_at, None).format("%Y-%m-%d %H:%M:%S"),
+                s.name()
+            )
+        })
+        .collect();
+    Ok((ranges, gaps))
+}
+
+/// `mongokeep snapshots` with the recoverable ranges.
+///
+/// # Errors
+/// The store failed or a manifest is unreadable.
+pub async fn cmd_snapshots(ctx: &Context, json: bool) -> Result<()> {
+    let repo = ctx.repository().await?;
+    let snaps = repo.list_snapshots().await?;
+    let (ranges, gaps) = ranges(&repo).await?;
+    if json {
+        let rows: Vec<SnapshotWithRange> = snaps
+            .iter()
+            .map(|s| SnapshotWithRange {
+                summary: s,
+                recoverable: ranges.iter().find(|r| r.snapshot == s.id),
+            })
+            .collect();
+        print_json(&rows);
+        return Ok(());
+    }
+    print!(
+        "{}",
+        super::output::snapshots_table(&snaps, &repo.describe())
+    );
+    if !ranges.is_empty() {
+        let rows: Vec<Vec<String>> = ranges
+            .iter()
+            .map(|r| {
+                vec![
+                    r.snapshot.clone(),
+                    r.from.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+                    r.to.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+                    format!("{} .. {}", r.from_ts, r.to_ts),
+                    r.slices.to_string(),
+                ]
+            })
+            .collect();
+        println!(
+            "\nrecoverable time ranges (restore --snapshot ID --to-time T, T within FROM..TO):"
+        );
+        print!(
+            "{}",
+            table(
+                &["SNAPSHOT", "FROM (UTC)", "TO (UTC)", "OPLOG", "SLICES"],
+                &rows,
+                &[false, false, false, false, true]
+            )
+        );
+    }
+    for g in gaps {
+        println!("OPLOG GAP: {g}");
+    }
+    Ok(())
+}

@@ -1,0 +1,290 @@
+//! Reading `local.oplog.rs` from a position until a stop position, and storing the selected
+//! entries as one object: raw BSON entries, gzip, sha256 and size computed while streaming.
+//!
+//! ```text
+//! tailable cursor (raw batches) ──▶ filter (selection) ──▶ gzip ──▶ sha256 ──▶ StreamUpload
+//! ```
+//!
+//! The cursor is tailable and awaits data, so a capture can start before its stop position
+//! is known (a snapshot's stop position is read only after the dump) and follows the oplog
+//! meanwhile, which also keeps the entries from rolling over during a long dump. A forward
+//! read of the oplog never returns an entry before every earlier one is visible, so once
+//! the stop position has been read, everything before it has been too.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use flate2::write::GzEncoder;
+use futures::StreamExt;
+use mongodb::bson::{doc, Document, RawBsonRef};
+use mongodb::options::CursorType;
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::entry::{self, Kept, NsFilter};
+use super::optime::{describe, to_ts};
+use crate::manifest::{OpTime, OplogRecord, StoredObject};
+use crate::repository::Repository;
+use crate::source::{classify, Source};
+use crate::storage::upload::{StreamUpload, UploadConfig};
+use crate::{Error, Result};
+
+/// Compressed bytes are handed to the upload in pieces of about this size.
+const FLUSH_BYTES: usize = 1 << 20;
+/// How long a capture waits for the stop position to appear before giving up.
+const STOP_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What to capture.
+#[derive(Debug, Clone)]
+pub struct CaptureSpec {
+    /// The object to write.
+    pub key: String,
+    /// Start here: entries after `from` are stored; the entry at `from` itself is only read
+    /// (it proves the oplog still reaches back that far).
+    pub from: OpTime,
+    /// Which entries to keep.
+    pub filter: NsFilter,
+    /// Upload tuning.
+    pub upload: UploadConfig,
+}
+
+/// A finished capture.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    /// The stored object and what it covers.
+    pub record: OplogRecord,
+    /// The first position the oplog returned at or after `from`: later than `from` when
+    /// the oplog no longer holds it (it rolled over).
+    pub first_read: Option<OpTime>,
+}
+
+impl Captured {
+    /// Whether the oplog still held the start position: no operation was lost.
+    pub fn contiguous(&self) -> bool {
+        self.first_read == Some(self.record.from)
+    }
+}
+
+/// gzip + sha256 + upload of a sequence of raw entries.
+struct ObjectWriter {
+    gz: GzEncoder<Vec<u8>>,
+    sha: Sha256,
+    upload: StreamUpload,
+    size: u64,
+}
+
+impl ObjectWriter {
+    fn new(repo: &Repository, key: &str, upload: UploadConfig) -> Self {
+        Self {
+            gz: GzEncoder::new(
+                Vec::with_capacity(FLUSH_BYTES * 2),
+                flate2::Compression::new(6),
+            ),
+            sha: Sha256::new(),
+            upload: StreamUpload::new(repo.store().clone(), key, upload),
+            size: 0,
+        }
+    }
+
+    async fn write(&mut self, repo: &Repository, entry: &[u8]) -> Result<()> {
+        self.gz
+            .write_all(entry)
+            .map_err(|e| Error::io("compressing the oplog", e))?;
+        if self.gz.get_ref().len() >= FLUSH_BYTES {
+            let out = std::mem::take(self.gz.get_mut());
+            self.push(repo, &out).await?;
+        }
+        Ok(())
+    }
+
+    async fn push(&mut self, repo: &Repository, bytes: &[u8]) -> Result<()> {
+        self.sha.update(bytes);
+        self.size += bytes.len() as u64;
+        self.upload.write(bytes).await.map_err(|e| repo.err(e))
+    }
+
+    async fn finish(mut self, repo: &Repository) -> Result<StoredObject> {
+        let key = self.upload.key().to_string();
+        let gz = std::mem::replace(
+            &mut self.gz,
+            GzEncoder::new(Vec::new(), flate2::Compression::none()),
+        );
+        let rest = gz
+            .finish()
+            .map_err(|e| Error::io("compressing the oplog", e))?;
+        if let Err(e) = self.push(repo, &rest).await {
+            let _ = self.upload.abort().await;
+            return Err(e);
+        }
+        self.upload.finish().await.map_err(|e| repo.err(e))?;
+        Ok(StoredObject {
+            key,
+            size: self.size,
+            sha256: hex::encode(self.sha.finalize()),
+        })
+    }
+
+    async fn abort(self) {
+        if let Err(e) = self.upload.abort().await {
+            tracing::warn!(error = %e, "could not abort the oplog upload; prune removes it later");
+        }
+    }
+}
+
+/// The counters of a capture in progress.
+#[derive(Default)]
+struct Progress {
+    first_read: Option<OpTime>,
+    last_read: Option<OpTime>,
+    last_wall: Option<DateTime<Utc>>,
+    first: Option<OpTime>,
+    last: Option<OpTime>,
+    entries: u64,
+    bson_bytes: u64,
+    touched: BTreeSet<String>,
+}
+
+/// Capture the oplog from `spec.from` until the position `stop` announces (it may be
+/// `None` at first and set later), storing the selected entries in `spec.key`.
+///
+/// # Errors
+/// The source or the repository failed, the stop position never appeared, or `cancel`
+/// fired ([`Error::Cancelled`]); the upload is aborted in every case.
+pub async fn capture(
+    source: &Source,
+    repo: &Repository,
+    spec: &CaptureSpec,
+    mut stop: watch::Receiver<Option<OpTime>>,
+    cancel: CancellationToken,
+) -> Result<Captured> {
+    let mut writer = ObjectWriter::new(repo, &spec.key, spec.upload);
+    let mut p = Progress::default();
+    let r = follow(source, repo, spec, &mut stop, &cancel, &mut writer, &mut p).await;
+    if let Err(e) = r {
+        writer.abort().await;
+        return Err(e);
+    }
+    let object = writer.finish(repo).await?;
+    let to = p.last_read.unwrap_or(spec.from);
+    tracing::info!(key = %spec.key, entries = p.entries, to = %describe(to), "oplog stored");
+    Ok(Captured {
+        record: OplogRecord {
+            object,
+            from: spec.from,
+            to,
+            to_wall: p.last_wall,
+            first: p.first,
+            last: p.last,
+            entries: p.entries,
+            bson_bytes: p.bson_bytes,
+            namespaces: p.touched.into_iter().collect(),
+        },
+        first_read: p.first_read,
+    })
+}
+
+fn stop_reached(stop: &watch::Receiver<Option<OpTime>>, p: &Progress) -> bool {
+    matches!((*stop.borrow(), p.last_read), (Some(s), Some(l)) if l >= s)
+}
+
+async fn follow(
+    source: &Source,
+    repo: &Repository,
+    spec: &CaptureSpec,
+    stop: &mut watch::Receiver<Option<OpTime>>,
+    cancel: &CancellationToken,
+    writer: &mut ObjectWriter,
+    p: &mut Progress,
+) -> Result<()> {
+    let oplog = source
+        .client()
+        .database("local")
+        .collection::<Document>("oplog.rs");
+    let ctx = |e| classify(&source.info.uri, "reading the oplog", e);
+    let mut stop_seen_at: Option<Instant> = None;
+    loop {
+        // (Re)open after the last position read: a tailable cursor dies when it reaches an
+        // end it cannot wait at.
+        let after = p.last_read.unwrap_or(spec.from);
+        let mut cursor = oplog
+            .find(doc! { "ts": { "$gte": to_ts(after) } })
+            .cursor_type(CursorType::TailableAwait)
+            .max_await_time(Duration::from_millis(500))
+            .batch()
+            .await
+            .map_err(ctx)?;
+        loop {
+            if cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            if stop_reached(stop, p) {
+                return Ok(());
+            }
+            if stop.borrow().is_some() {
+                let since = *stop_seen_at.get_or_insert_with(Instant::now);
+                if since.elapsed() > STOP_TIMEOUT {
+                    return Err(Error::Source {
+                        context: "reading the oplog".into(),
+                        detail: format!(
+                            "the oplog did not reach {} within {} s (last read: {})",
+                            describe(stop.borrow().expect("set")),
+                            STOP_TIMEOUT.as_secs(),
+                            p.last_read
+                                .map(describe)
+                                .unwrap_or_else(|| "nothing".into())
+                        ),
+                    });
+                }
+            }
+            let batch = tokio::select! {
+                b = cursor.next() => b,
+                _ = cancel.cancelled() => return Err(Error::Cancelled),
+            };
+            let Some(batch) = batch else { break };
+            let batch = batch.map_err(ctx)?;
+            for item in batch.doc_slices().map_err(ctx)? {
+                let item = item.map_err(|e| Error::Format {
+                    what: "an oplog batch".into(),
+                    detail: e.to_string(),
+                })?;
+                let RawBsonRef::Document(e) = item else {
+                    continue;
+                };
+                let h = entry::head(e)?;
+                if p.first_read.is_none() {
+                    p.first_read = Some(h.ts);
+                }
+                if p.last_read.is_some_and(|l| h.ts <= l) || h.ts <= spec.from {
+                    continue;
+                }
+                if let Some(s) = *stop.borrow() {
+                    if h.ts > s {
+                        // Past the stop position: it was read (or never existed); done.
+                        p.last_read = Some(p.last_read.unwrap_or(spec.from).max(s));
+                        return Ok(());
+                    }
+                }
+                p.last_read = Some(h.ts);
+                p.last_wall = h.wall;
+                let bytes = match entry::filter(e, &spec.filter, &mut p.touched)? {
+                    Kept::Dropped => continue,
+                    Kept::Whole => e.as_bytes().to_vec(),
+                    Kept::Rewritten(r) => r.into_bytes(),
+                };
+                p.first.get_or_insert(h.ts);
+                p.last = Some(h.ts);
+                p.entries += 1;
+                p.bson_bytes += bytes.len() as u64;
+                writer.write(repo, &bytes).await?;
+            }
+            // A batch can end exactly at the stop position; let a change of the stop
+            // position (a snapshot's dump ending) wake the loop too.
+            if stop.has_changed().unwrap_or(false) {
+                stop.borrow_and_update();
+            }
+        }
+    }
+}

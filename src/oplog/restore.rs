@@ -1,0 +1,346 @@
+//! Restoring a snapshot to a point in time: the snapshot's collections (as
+//! [`crate::restore`] does), then its own oplog (which makes it equal the source at its
+//! consistency point), then the stored slices up to the time asked for.
+//!
+//! Plan first: the coverage check (refusing a time before the snapshot, in a gap or after
+//! the last slice), the collections' plan, and the namespaces only the oplog creates, which
+//! must not already hold data on the target. Then act: every oplog object's checksum is
+//! verified before anything is written, the collections are restored, the oplog replayed.
+//!
+//! [`restore_to_time`] is the library entry point (`verify --to-time` calls it).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::coverage::{self, Anchor, Span};
+use super::entry::NsFilter;
+use super::optime::{describe, wall_or_seconds, ToTime};
+use super::replay::{replay_object, Flow, ReplayStats, Replayer};
+use super::slices::{self, SliceMeta, SliceSelection};
+use super::snapshot::snapshot_oplog;
+use crate::backup::Selection;
+use crate::manifest::{Manifest, OplogRecord, StoredObject};
+use crate::repository::Repository;
+use crate::restore::{self, RestoreOptions, RestorePlan, RestoreSummary};
+use crate::source::{classify, Source};
+use crate::{Error, Result};
+
+/// A namespace that only the oplog creates (it is not in the snapshot's collections).
+#[derive(Debug, Clone, Serialize)]
+pub struct OplogTarget {
+    /// Source namespace.
+    pub source: String,
+    /// Target namespace.
+    pub target: String,
+    /// `create` (replay creates it), `drop first` (`--drop`), or `REFUSED` (it exists).
+    pub action: String,
+}
+
+/// The plan of a point-in-time restore.
+#[derive(Debug, Clone, Serialize)]
+pub struct PitrPlan {
+    /// The collections (flattened in JSON: the same fields as a plain restore's plan).
+    #[serde(flatten)]
+    pub restore: RestorePlan,
+    /// The time asked for (`None`: the snapshot's consistency point).
+    pub to_time: Option<String>,
+    /// The snapshot's consistency point.
+    pub consistency_point: String,
+    /// The snapshot's own oplog.
+    pub snapshot_oplog: OplogRecord,
+    /// Slices replayed after it, in order.
+    pub slices: Vec<SliceMeta>,
+    /// Namespaces only the oplog creates.
+    pub oplog_targets: Vec<OplogTarget>,
+    #[serde(skip)]
+    to: Option<ToTime>,
+    #[serde(skip)]
+    selection: Selection,
+}
+
+impl PitrPlan {
+    /// The error for refused targets, if any.
+    pub fn refusal(&self) -> Option<Error> {
+        if let Some(e) = self.restore.refusal() {
+            return Some(e);
+        }
+        let refused: Vec<&str> = self
+            .oplog_targets
+            .iter()
+            .filter(|t| t.action == "REFUSED")
+            .map(|t| t.target.as_str())
+            .collect();
+        (!refused.is_empty()).then(|| {
+            Error::Config(format!(
+                "refusing to restore: the oplog creates {}, which already exist on the target\n  fix: add --drop to replace them, or restore beside them with --ns-from/--ns-to; nothing was written",
+                refused.join(", ")
+            ))
+        })
+    }
+
+    /// Every oplog object the replay reads.
+    pub fn objects(&self) -> Vec<StoredObject> {
+        let mut v = vec![self.snapshot_oplog.object.clone()];
+        v.extend(self.slices.iter().map(|s| s.oplog.object.clone()));
+        v
+    }
+}
+
+/// What a point-in-time restore did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PitrSummary {
+    /// The collections' restore.
+    #[serde(flatten)]
+    pub restore: RestoreSummary,
+    /// The time asked for.
+    pub to_time: Option<String>,
+    /// The last oplog position applied: the restored data equals the source there.
+    pub restored_to: String,
+    /// Its wall-clock time.
+    pub restored_to_time: chrono::DateTime<chrono::Utc>,
+    /// The oplog replay.
+    pub oplog: ReplayStats,
+    /// Slices replayed.
+    pub slices: usize,
+    /// Seconds of the whole restore, replay included.
+    pub total_seconds: f64,
+}
+
+/// The selection a snapshot was taken with.
+pub fn snapshot_selection(m: &Manifest) -> Result<Selection> {
+    let o = &m.options;
+    Selection::new(
+        o.databases.clone(),
+        o.ns_include.clone(),
+        o.ns_exclude.clone(),
+        o.include_users,
+    )
+}
+
+/// Every point-in-time snapshot of the repository, as coverage anchors, newest first.
+///
+/// # Errors
+/// The store failed or a manifest is unreadable.
+pub async fn anchors(repo: &Repository) -> Result<Vec<Anchor>> {
+    let mut out = Vec::new();
+    for s in repo
+        .list_snapshots()
+        .await?
+        .into_iter()
+        .filter(|s| s.complete)
+    {
+        let m = repo.read_manifest(&s.id).await?;
+        if let Ok(o) = snapshot_oplog(&m) {
+            out.push(Anchor {
+                id: m.snapshot.clone(),
+                point: o.to,
+                point_wall: o.to_wall,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Slices as coverage spans.
+pub fn spans(slices: &[SliceMeta]) -> Vec<Span> {
+    slices
+        .iter()
+        .map(|s| Span {
+            name: s.name(),
+            start: s.start(),
+            to: s.oplog.to,
+            to_wall: s.oplog.to_wall,
+        })
+        .collect()
+}
+
+/// Plan restoring `manifest` to `to` (or to its consistency point). Writes nothing.
+///
+/// # Errors
+/// The snapshot is not point-in-time, `to` is not covered, a slice was pushed with another
+/// selection than the snapshot, or the repository or target failed.
+pub async fn plan(
+    repo: &Repository,
+    manifest: &Manifest,
+    target: &Source,
+    opts: &RestoreOptions,
+    to: Option<ToTime>,
+) -> Result<PitrPlan> {
+    let oplog = snapshot_oplog(manifest)?.clone();
+    let anchor = Anchor {
+        id: manifest.snapshot.clone(),
+        point: oplog.to,
+        point_wall: oplog.to_wall,
+    };
+    let mut slices = Vec::new();
+    if let Some(to) = to {
+        let listing = slices::list(repo).await?;
+        let spans = spans(&listing.slices);
+        let others = anchors(repo).await?;
+        let chain = coverage::slices_for(&anchor, &spans, to, &others)
+            .map_err(|m| Error::Config(format!("cannot restore to {to}: {m}")))?;
+        slices = chain
+            .into_iter()
+            .map(|i| listing.slices[i].clone())
+            .collect();
+        let ours = SliceSelection {
+            databases: manifest.options.databases.clone(),
+            ns_include: manifest.options.ns_include.clone(),
+            ns_exclude: manifest.options.ns_exclude.clone(),
+        };
+        if let Some(s) = slices
+            .iter()
+            .find(|s| !s.selection.is_everything() && s.selection != ours)
+        {
+            return Err(Error::Config(format!(
+                "slice {} was pushed with another selection ({:?}) than snapshot {} ({:?}): it may lack operations the snapshot's namespaces need; push with the backup's --db/--ns-include/--ns-exclude, or with none",
+                s.name(), s.selection, manifest.snapshot, ours
+            )));
+        }
+    }
+    let restore_plan = restore::plan(manifest, target, opts).await?;
+    let selection = snapshot_selection(manifest)?;
+    let oplog_targets = oplog_targets(manifest, &oplog, &slices, target, opts, &selection).await?;
+    Ok(PitrPlan {
+        restore: restore_plan,
+        to_time: to.map(|t| t.to_string()),
+        consistency_point: describe(oplog.to),
+        snapshot_oplog: oplog,
+        slices,
+        oplog_targets,
+        to,
+        selection,
+    })
+}
+
+async fn oplog_targets(
+    manifest: &Manifest,
+    oplog: &OplogRecord,
+    slices: &[SliceMeta],
+    target: &Source,
+    opts: &RestoreOptions,
+    selection: &Selection,
+) -> Result<Vec<OplogTarget>> {
+    let in_snapshot: BTreeSet<String> = manifest
+        .collections
+        .iter()
+        .map(|c| format!("{}.{}", c.db, c.name))
+        .collect();
+    let filter = NsFilter::new(vec![selection.clone(), opts.selection.clone()]);
+    let mut by_db: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    let names = oplog
+        .namespaces
+        .iter()
+        .chain(slices.iter().flat_map(|s| &s.oplog.namespaces));
+    for ns in names.collect::<BTreeSet<_>>() {
+        let Some((db, coll)) = ns.split_once('.') else {
+            continue;
+        };
+        if in_snapshot.contains(ns) || !filter.wants(db, coll) {
+            continue;
+        }
+        let (tdb, tcoll) = opts.map.map(db, coll);
+        by_db.entry(tdb).or_default().push((ns.clone(), tcoll));
+    }
+    let mut out = Vec::new();
+    for (tdb, items) in by_db {
+        let existing: BTreeSet<String> = target
+            .list_collections(&tdb)
+            .await?
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        for (source, tcoll) in items {
+            let action = match (existing.contains(&tcoll), opts.drop) {
+                (false, _) => "create",
+                (true, true) => "drop first",
+                (true, false) => "REFUSED",
+            };
+            out.push(OplogTarget {
+                source,
+                target: format!("{tdb}.{tcoll}"),
+                action: action.into(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Carry out a plan: verify the oplog objects, restore the collections, replay.
+///
+/// # Errors
+/// A refused target (nothing written), a checksum, the repository or the target failing,
+/// or an oplog entry that cannot be replayed.
+pub async fn execute(
+    repo: &Repository,
+    target: &Source,
+    plan: &PitrPlan,
+    opts: &RestoreOptions,
+) -> Result<PitrSummary> {
+    if let Some(e) = plan.refusal() {
+        return Err(e);
+    }
+    let started = Instant::now();
+    // Every oplog object is checked before anything is written: a corrupt slice must not
+    // leave a half-replayed target.
+    crate::fetch::check_objects(repo, &plan.objects(), 4).await?;
+    for t in plan
+        .oplog_targets
+        .iter()
+        .filter(|t| t.action == "drop first")
+    {
+        let (db, coll) = t.target.split_once('.').expect("db.coll");
+        target
+            .client()
+            .database(db)
+            .collection::<mongodb::bson::Document>(coll)
+            .drop()
+            .await
+            .map_err(|e| classify(&target.info.uri, &format!("dropping {}", t.target), e))?;
+    }
+    let summary = restore::execute(repo, target, &plan.restore, opts).await?;
+    let filter = NsFilter::new(vec![plan.selection.clone(), opts.selection.clone()]);
+    let mut replayer = Replayer::new(target, filter, opts.map.clone(), None);
+    replay_object(repo, &plan.snapshot_oplog.object, &mut replayer, None).await?;
+    replayer.mark_applied(plan.snapshot_oplog.to);
+    for s in &plan.slices {
+        if replay_object(repo, &s.oplog.object, &mut replayer, plan.to).await? == Flow::Done {
+            break;
+        }
+    }
+    replayer.finish().await?;
+    // The last position the replay included (applied, or left out as not selected): the
+    // restored data equals the source there.
+    let reached = match replayer.stats.applied_to {
+        Some(a) if a > plan.snapshot_oplog.to => (a, replayer.stats.applied_to_wall),
+        _ => (plan.snapshot_oplog.to, plan.snapshot_oplog.to_wall),
+    };
+    tracing::info!(snapshot = %plan.restore.snapshot, restored_to = %describe(reached.0), "point-in-time restore complete");
+    Ok(PitrSummary {
+        restore: summary,
+        to_time: plan.to_time.clone(),
+        restored_to: format!("{}:{}", reached.0.t, reached.0.i),
+        restored_to_time: wall_or_seconds(reached.0, reached.1),
+        oplog: replayer.stats.clone(),
+        slices: plan.slices.len(),
+        total_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Restore `manifest` into `target` as the source was at `to` (or at the snapshot's
+/// consistency point): plan, refuse what would overwrite data, execute.
+///
+/// # Errors
+/// As [`plan`] and [`execute`].
+pub async fn restore_to_time(
+    repo: &Repository,
+    manifest: &Manifest,
+    target: &Source,
+    opts: &RestoreOptions,
+    to: Option<ToTime>,
+) -> Result<PitrSummary> {
+    let p = plan(repo, manifest, target, opts, to).await?;
+    execute(repo, target, &p, opts).await
+}
