@@ -2,13 +2,15 @@
 //!
 //! `cargo run --example seed -- URI rich DB` creates the rich test database `DB`;
 //! `cargo run --example seed -- URI app DB COLL MIB` inserts about MIB MiB of app-like orders.
+//! `cargo run --example seed -- URI scan DB` reads every collection of `DB` through the driver
+//! (raw batches, documents dropped) and prints `documents bytes`: the benchmark's raw scan.
 
 use mongodb::Client;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: seed URI rich DB | seed URI app DB COLL MIB";
+    let usage = "usage: seed URI rich DB | seed URI app DB COLL MIB | seed URI scan DB";
     let uri = args.first().ok_or(usage)?;
     let client = Client::with_uri_str(uri).await?;
     match args.get(1).map(String::as_str) {
@@ -31,6 +33,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             let n = mongokeep::sample::seed_app(&client, db, coll, mib, 42).await?;
             println!("inserted {n} documents (about {mib} MiB) into {db}.{coll}");
+        }
+        Some("scan") => {
+            let db = args.get(2).ok_or(usage)?;
+            let source = mongokeep::source::Source::connect(uri).await?;
+            let (mut docs, mut bytes) = (0u64, 0u64);
+            for spec in source.list_collections(db).await? {
+                if spec.kind != "collection" || spec.name.starts_with("system.") {
+                    continue;
+                }
+                let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+                let read = source.stream_documents(db, &spec.name, tx, Default::default());
+                let count = async {
+                    while let Some(chunk) = rx.recv().await {
+                        if let mongokeep::archive::Chunk::Docs(data) = chunk {
+                            docs += mongokeep::archive::documents(&data).map(|d| d.len() as u64).unwrap_or(0);
+                            bytes += data.len() as u64;
+                        }
+                    }
+                };
+                let (r, ()) = tokio::join!(read, count);
+                r?;
+            }
+            println!("{docs} {bytes}");
         }
         _ => return Err(usage.into()),
     }
