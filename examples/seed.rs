@@ -56,8 +56,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 r?;
             }
             println!("{docs} {bytes}");
+            source.client().clone().shutdown().await;
         }
         _ => return Err(usage.into()),
     }
+    // Close the pool before the runtime stops (dropping a client during shutdown panics
+    // inside the driver).
+    client.shutdown().await;
     Ok(())
 }
