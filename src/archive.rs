@@ -185,7 +185,7 @@ pub fn write_archive(
     };
     match spec.codec {
         Codec::Gzip(level) => {
-            let gz = flate2::write::GzEncoder::new(sink, flate2::Compression::new(level));
+            let gz = ParallelGz::new(sink, level, GZ_SEGMENT, gz_threads());
             let (gz, stats) = write_tar(spec, &mut docs, gz)?;
             finish_sink(gz.finish().map_err(map_io)?, stats)
         }
@@ -193,6 +193,88 @@ pub fn write_archive(
             let (sink, stats) = write_tar(spec, &mut docs, sink)?;
             finish_sink(sink, stats)
         }
+    }
+}
+
+/// Input bytes per gzip member: large enough that the ratio matches one stream, small
+/// enough that the members in flight stay a few MiB.
+const GZ_SEGMENT: usize = 4 << 20;
+
+fn gz_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8)
+}
+
+/// gzip on every core: the input is cut into segments, each compressed on its own thread as
+/// an independent gzip member; members are written in order, and their concatenation is one
+/// valid gzip stream (RFC 1952), which [`read_archive`] reads with a multi-member decoder. At
+/// most `threads` segments are in flight, so memory stays bounded.
+struct ParallelGz<W: Write> {
+    inner: W,
+    level: u32,
+    segment: usize,
+    threads: usize,
+    buf: Vec<u8>,
+    in_flight: std::collections::VecDeque<std::thread::JoinHandle<std::io::Result<Vec<u8>>>>,
+}
+
+impl<W: Write> ParallelGz<W> {
+    fn new(inner: W, level: u32, segment: usize, threads: usize) -> Self {
+        Self {
+            inner,
+            level,
+            segment,
+            threads: threads.max(1),
+            buf: Vec::with_capacity(segment),
+            in_flight: Default::default(),
+        }
+    }
+
+    fn dispatch(&mut self) -> std::io::Result<()> {
+        if self.in_flight.len() >= self.threads {
+            self.write_oldest()?;
+        }
+        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(self.segment));
+        let level = self.level;
+        self.in_flight.push_back(std::thread::spawn(move || {
+            let mut gz = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 4), flate2::Compression::new(level));
+            gz.write_all(&data)?;
+            gz.finish()
+        }));
+        Ok(())
+    }
+
+    fn write_oldest(&mut self) -> std::io::Result<()> {
+        if let Some(h) = self.in_flight.pop_front() {
+            let member = h.join().map_err(|_| std::io::Error::other("a compression thread panicked"))??;
+            self.inner.write_all(&member)?;
+        }
+        Ok(())
+    }
+
+    /// Compress what is left and write every member; returns the inner writer.
+    fn finish(mut self) -> std::io::Result<W> {
+        if !self.buf.is_empty() || self.in_flight.is_empty() {
+            self.dispatch()?;
+        }
+        while !self.in_flight.is_empty() {
+            self.write_oldest()?;
+        }
+        Ok(self.inner)
+    }
+}
+
+impl<W: Write> Write for ParallelGz<W> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len().min(self.segment - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == self.segment {
+            self.dispatch()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -445,6 +527,28 @@ mod tests {
         let (_, bytes) = run(Codec::Gzip(6), 1000, (0..10).map(|i| raw(i, 300)).collect());
         let cut = &bytes[..bytes.len() / 2];
         assert!(read_archive(cut, Codec::Gzip(6), |_| Ok(())).is_err());
+    }
+
+    #[test]
+    fn parallel_gzip_members_decode_as_one_stream() {
+        let data: Vec<u8> = (0..1_000_003u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let mut gz = ParallelGz::new(Vec::new(), 6, 64 * 1024, 3);
+        for chunk in data.chunks(10_000) {
+            gz.write_all(chunk).unwrap();
+        }
+        let out = gz.finish().unwrap();
+        let mut back = Vec::new();
+        flate2::read::MultiGzDecoder::new(&out[..]).read_to_end(&mut back).unwrap();
+        assert_eq!(back, data);
+        // Several members: a single-member decoder stops after the first.
+        let mut first = Vec::new();
+        flate2::read::GzDecoder::new(&out[..]).read_to_end(&mut first).unwrap();
+        assert_eq!(first.len(), 64 * 1024);
+        // No input still makes a valid (empty) gzip stream.
+        let empty = ParallelGz::new(Vec::new(), 6, 1024, 2).finish().unwrap();
+        let mut none = Vec::new();
+        flate2::read::MultiGzDecoder::new(&empty[..]).read_to_end(&mut none).unwrap();
+        assert!(none.is_empty() && !empty.is_empty());
     }
 
     #[test]
