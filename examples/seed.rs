@@ -26,7 +26,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("app") => {
             let (db, coll) = (args.get(2).ok_or(usage)?, args.get(3).ok_or(usage)?);
             let mib: u64 = args.get(4).ok_or(usage)?.parse()?;
-            let existing = client.database(db).collection::<mongodb::bson::Document>(coll).estimated_document_count().await?;
+            let existing = client
+                .database(db)
+                .collection::<mongodb::bson::Document>(coll)
+                .estimated_document_count()
+                .await?;
             if existing > 0 {
                 println!("{db}.{coll} holds {existing} documents already; left as it is");
                 return Ok(());
@@ -47,7 +51,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let count = async {
                     while let Some(chunk) = rx.recv().await {
                         if let mongokeep::archive::Chunk::Docs(data) = chunk {
-                            docs += mongokeep::archive::documents(&data).map(|d| d.len() as u64).unwrap_or(0);
+                            docs += mongokeep::archive::documents(&data)
+                                .map(|d| d.len() as u64)
+                                .unwrap_or(0);
                             bytes += data.len() as u64;
                         }
                     }

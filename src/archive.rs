@@ -117,7 +117,10 @@ impl ChannelSink {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let data = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(self.chunk)));
+        let data = Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(self.chunk),
+        ));
         self.tx
             .blocking_send(data)
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "uploader stopped"))
@@ -201,7 +204,10 @@ pub fn write_archive(
 const GZ_SEGMENT: usize = 4 << 20;
 
 fn gz_threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 8)
 }
 
 /// gzip on every core: the input is cut into segments, each compressed on its own thread as
@@ -236,7 +242,10 @@ impl<W: Write> ParallelGz<W> {
         let data = std::mem::replace(&mut self.buf, Vec::with_capacity(self.segment));
         let level = self.level;
         self.in_flight.push_back(std::thread::spawn(move || {
-            let mut gz = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 4), flate2::Compression::new(level));
+            let mut gz = flate2::write::GzEncoder::new(
+                Vec::with_capacity(data.len() / 4),
+                flate2::Compression::new(level),
+            );
             gz.write_all(&data)?;
             gz.finish()
         }));
@@ -245,7 +254,9 @@ impl<W: Write> ParallelGz<W> {
 
     fn write_oldest(&mut self) -> std::io::Result<()> {
         if let Some(h) = self.in_flight.pop_front() {
-            let member = h.join().map_err(|_| std::io::Error::other("a compression thread panicked"))??;
+            let member = h
+                .join()
+                .map_err(|_| std::io::Error::other("a compression thread panicked"))??;
             self.inner.write_all(&member)?;
         }
         Ok(())
@@ -300,7 +311,12 @@ fn write_tar<W: Write>(
     w: W,
 ) -> Result<(W, ArchiveStats)> {
     let mut tar = tar::Builder::new(w);
-    append(&mut tar, &entry_path(&spec.db, &spec.coll, "metadata.json"), &spec.metadata_json, spec.mtime)?;
+    append(
+        &mut tar,
+        &entry_path(&spec.db, &spec.coll, "metadata.json"),
+        &spec.metadata_json,
+        spec.mtime,
+    )?;
     let mut stats = ArchiveStats {
         count: 0,
         bson_bytes: 0,
@@ -310,16 +326,21 @@ fn write_tar<W: Write>(
         sha256: String::new(),
     };
     let mut part: Vec<u8> = Vec::new();
-    let flush = |part: &mut Vec<u8>, stats: &mut ArchiveStats, tar: &mut tar::Builder<W>| -> Result<()> {
-        if part.is_empty() {
-            return Ok(());
-        }
-        stats.parts += 1;
-        let name = entry_path(&spec.db, &spec.coll, &format!("part-{:06}.bson", stats.parts));
-        append(tar, &name, part, spec.mtime)?;
-        part.clear();
-        Ok(())
-    };
+    let flush =
+        |part: &mut Vec<u8>, stats: &mut ArchiveStats, tar: &mut tar::Builder<W>| -> Result<()> {
+            if part.is_empty() {
+                return Ok(());
+            }
+            stats.parts += 1;
+            let name = entry_path(
+                &spec.db,
+                &spec.coll,
+                &format!("part-{:06}.bson", stats.parts),
+            );
+            append(tar, &name, part, spec.mtime)?;
+            part.clear();
+            Ok(())
+        };
     loop {
         match docs.blocking_recv() {
             Some(Chunk::Docs(data)) => {
@@ -355,11 +376,17 @@ fn doc_len(data: &[u8], db: &str, coll: &str) -> Result<usize> {
         detail,
     };
     if data.len() < 5 {
-        return Err(bad(format!("{} trailing bytes are not a document", data.len())));
+        return Err(bad(format!(
+            "{} trailing bytes are not a document",
+            data.len()
+        )));
     }
     let len = i32::from_le_bytes([data[0], data[1], data[2], data[3]]);
     if len < 5 || len as usize > data.len() {
-        return Err(bad(format!("document length {len} with {} bytes left", data.len())));
+        return Err(bad(format!(
+            "document length {len} with {} bytes left",
+            data.len()
+        )));
     }
     Ok(len as usize)
 }
@@ -394,9 +421,15 @@ pub fn read_archive(
     let mut ar = tar::Archive::new(reader);
     for entry in ar.entries().map_err(|e| bad(e.to_string()))? {
         let mut entry = entry.map_err(|e| bad(e.to_string()))?;
-        let path = entry.path().map_err(|e| bad(e.to_string()))?.to_string_lossy().into_owned();
+        let path = entry
+            .path()
+            .map_err(|e| bad(e.to_string()))?
+            .to_string_lossy()
+            .into_owned();
         let mut data = Vec::with_capacity(entry.size() as usize);
-        entry.read_to_end(&mut data).map_err(|e| bad(format!("{path}: {e}")))?;
+        entry
+            .read_to_end(&mut data)
+            .map_err(|e| bad(format!("{path}: {e}")))?;
         if path.ends_with(".metadata.json") {
             visit(Entry::Metadata(data))?;
         } else if path.ends_with(".bson") {
@@ -531,23 +564,31 @@ mod tests {
 
     #[test]
     fn parallel_gzip_members_decode_as_one_stream() {
-        let data: Vec<u8> = (0..1_000_003u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let data: Vec<u8> = (0..1_000_003u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
         let mut gz = ParallelGz::new(Vec::new(), 6, 64 * 1024, 3);
         for chunk in data.chunks(10_000) {
             gz.write_all(chunk).unwrap();
         }
         let out = gz.finish().unwrap();
         let mut back = Vec::new();
-        flate2::read::MultiGzDecoder::new(&out[..]).read_to_end(&mut back).unwrap();
+        flate2::read::MultiGzDecoder::new(&out[..])
+            .read_to_end(&mut back)
+            .unwrap();
         assert_eq!(back, data);
         // Several members: a single-member decoder stops after the first.
         let mut first = Vec::new();
-        flate2::read::GzDecoder::new(&out[..]).read_to_end(&mut first).unwrap();
+        flate2::read::GzDecoder::new(&out[..])
+            .read_to_end(&mut first)
+            .unwrap();
         assert_eq!(first.len(), 64 * 1024);
         // No input still makes a valid (empty) gzip stream.
         let empty = ParallelGz::new(Vec::new(), 6, 1024, 2).finish().unwrap();
         let mut none = Vec::new();
-        flate2::read::MultiGzDecoder::new(&empty[..]).read_to_end(&mut none).unwrap();
+        flate2::read::MultiGzDecoder::new(&empty[..])
+            .read_to_end(&mut none)
+            .unwrap();
         assert!(none.is_empty() && !empty.is_empty());
     }
 

@@ -108,7 +108,8 @@ impl FileConfig {
     /// # Errors
     /// TOML syntax, an unknown key, or a wrong type: a message naming the key and line.
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
-        toml::from_str(text).map_err(|e| Error::Config(format!("{origin}: {}", e.to_string().trim_end())))
+        toml::from_str(text)
+            .map_err(|e| Error::Config(format!("{origin}: {}", e.to_string().trim_end())))
     }
 
     /// Load the file at `path`; when `path` is `None`, `./mongokeep.toml` if it exists, else
@@ -124,7 +125,10 @@ impl FileConfig {
         match std::fs::read_to_string(&path) {
             Ok(text) => Self::parse(&text, &path.display().to_string()),
             Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(e) => Err(Error::Config(format!("cannot read config file {}: {e}", path.display()))),
+            Err(e) => Err(Error::Config(format!(
+                "cannot read config file {}: {e}",
+                path.display()
+            ))),
         }
     }
 }
@@ -134,8 +138,12 @@ impl FileConfig {
 /// # Errors
 /// The file cannot be read or holds no URI.
 pub fn read_uri_file(path: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::Config(format!("cannot read the source URI file {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::Config(format!(
+            "cannot read the source URI file {}: {e}",
+            path.display()
+        ))
+    })?;
     text.lines()
         .map(str::trim)
         .find(|l| !l.is_empty())

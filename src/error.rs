@@ -178,7 +178,9 @@ impl Error {
             | Error::Source { .. }
             | Error::OplogGap { .. } => ExitCode::Source,
             Error::Storage { .. } => ExitCode::Repository,
-            Error::Integrity { .. } | Error::Format { .. } | Error::VerificationFailed { .. } => ExitCode::Mismatch,
+            Error::Integrity { .. } | Error::Format { .. } | Error::VerificationFailed { .. } => {
+                ExitCode::Mismatch
+            }
             Error::LockHeld { .. } => ExitCode::LockHeld,
             Error::StatusStale { .. } => ExitCode::Stale,
             Error::Io { .. } | Error::Cancelled | Error::Interrupted => ExitCode::Internal,

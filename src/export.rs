@@ -43,7 +43,9 @@ pub fn dump_file_name(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for b in name.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             b' ' => out.push('+'),
             _ => out.push_str(&format!("%{b:02X}")),
         }
@@ -108,11 +110,17 @@ fn tmp_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
-fn write_atomic(path: &Path, write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>) -> Result<()> {
+fn write_atomic(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+) -> Result<()> {
     let tmp = tmp_path(path);
     let mut f = BufWriter::new(File::create(&tmp).map_err(io(&tmp))?);
     write(&mut f).map_err(io(&tmp))?;
-    f.into_inner().map_err(|e| io(&tmp)(e.into_error()))?.sync_all().map_err(io(&tmp))?;
+    f.into_inner()
+        .map_err(|e| io(&tmp)(e.into_error()))?
+        .sync_all()
+        .map_err(io(&tmp))?;
     std::fs::rename(&tmp, path).map_err(io(path))
 }
 
@@ -121,7 +129,11 @@ async fn write_bson(repo: &Repository, e: &CollectionEntry, path: &Path) -> Resu
     let mut file = BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(io(&tmp))?);
     let mut docs = 0u64;
     let mut bytes = 0u64;
-    let codec = if e.codec == "none" { Codec::None } else { Codec::Gzip(6) };
+    let codec = if e.codec == "none" {
+        Codec::None
+    } else {
+        Codec::Gzip(6)
+    };
     let cancel = CancellationToken::new();
     for obj in &e.objects {
         let (tx, rx) = mpsc::channel(8);
@@ -153,11 +165,16 @@ async fn write_bson(repo: &Repository, e: &CollectionEntry, path: &Path) -> Resu
             }
             (f, w) => {
                 let _ = std::fs::remove_file(&tmp);
-                return Err(root_cause([f.err(), w.err()].into_iter().flatten().collect()).expect("one failed"));
+                return Err(
+                    root_cause([f.err(), w.err()].into_iter().flatten().collect())
+                        .expect("one failed"),
+                );
             }
         }
     }
-    let f = file.into_inner().map_err(|err| io(&tmp)(err.into_error()))?;
+    let f = file
+        .into_inner()
+        .map_err(|err| io(&tmp)(err.into_error()))?;
     f.sync_all().map_err(io(&tmp))?;
     if docs != e.count {
         let _ = std::fs::remove_file(&tmp);
@@ -180,7 +197,10 @@ mod tests {
         // File names read off a real `mongodump --out` of the rich sample database.
         assert_eq!(dump_file_name("with space"), "with+space");
         assert_eq!(dump_file_name("dots.in.name"), "dots.in.name");
-        assert_eq!(dump_file_name("ünïcødé 日本"), "%C3%BCn%C3%AFc%C3%B8d%C3%A9+%E6%97%A5%E6%9C%AC");
+        assert_eq!(
+            dump_file_name("ünïcødé 日本"),
+            "%C3%BCn%C3%AFc%C3%B8d%C3%A9+%E6%97%A5%E6%9C%AC"
+        );
         assert_eq!(dump_file_name("a/b%c"), "a%2Fb%25c");
     }
 }

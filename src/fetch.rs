@@ -34,7 +34,11 @@ pub async fn fetch_verified(
     tx: mpsc::Sender<Bytes>,
     cancel: &CancellationToken,
 ) -> Result<()> {
-    let mut stream = repo.store().get_stream(&obj.key).await.map_err(|e| repo.err(e))?;
+    let mut stream = repo
+        .store()
+        .get_stream(&obj.key)
+        .await
+        .map_err(|e| repo.err(e))?;
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     let mut consumer_alive = true;
@@ -117,7 +121,11 @@ impl Read for ChannelReader {
 ///
 /// # Errors
 /// The first [`Error::Integrity`] or storage failure.
-pub async fn check_objects(repo: &Repository, objects: &[StoredObject], parallel: usize) -> Result<(u64, u64)> {
+pub async fn check_objects(
+    repo: &Repository,
+    objects: &[StoredObject],
+    parallel: usize,
+) -> Result<(u64, u64)> {
     let results: Vec<Result<u64>> = futures::stream::iter(objects)
         .map(|obj| async move {
             let (tx, mut rx) = mpsc::channel(8);
@@ -180,10 +188,17 @@ mod tests {
         obj.sha256 = "00".repeat(32);
         let (r, _) = read_all(&repo, &obj).await;
         match r {
-            Err(Error::Integrity { key, expected, actual }) => {
+            Err(Error::Integrity {
+                key,
+                expected,
+                actual,
+            }) => {
                 assert_eq!(key, "k");
                 assert_eq!(expected, format!("sha256 {}", "00".repeat(32)));
-                assert_eq!(actual, format!("sha256 {}", hex::encode(Sha256::digest(b"hello world"))));
+                assert_eq!(
+                    actual,
+                    format!("sha256 {}", hex::encode(Sha256::digest(b"hello world")))
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -194,10 +209,16 @@ mod tests {
         let (repo, mut obj) = setup(b"hello world").await;
         obj.size = 20;
         let (r, _) = read_all(&repo, &obj).await;
-        assert!(matches!(&r, Err(Error::Integrity { actual, .. }) if actual == "11 bytes"), "{r:?}");
+        assert!(
+            matches!(&r, Err(Error::Integrity { actual, .. }) if actual == "11 bytes"),
+            "{r:?}"
+        );
         obj.size = 5;
         let (r, _) = read_all(&repo, &obj).await;
-        assert!(matches!(&r, Err(Error::Integrity { expected, .. }) if expected == "5 bytes"), "{r:?}");
+        assert!(
+            matches!(&r, Err(Error::Integrity { expected, .. }) if expected == "5 bytes"),
+            "{r:?}"
+        );
     }
 
     #[tokio::test]
@@ -213,9 +234,17 @@ mod tests {
     #[tokio::test]
     async fn check_objects_counts_and_fails_on_a_bad_one() {
         let (repo, obj) = setup(b"abc").await;
-        assert_eq!(check_objects(&repo, &[obj.clone(), obj.clone()], 2).await.unwrap(), (2, 6));
+        assert_eq!(
+            check_objects(&repo, &[obj.clone(), obj.clone()], 2)
+                .await
+                .unwrap(),
+            (2, 6)
+        );
         let mut bad = obj.clone();
         bad.sha256 = "11".repeat(32);
-        assert!(matches!(check_objects(&repo, &[obj, bad], 2).await, Err(Error::Integrity { .. })));
+        assert!(matches!(
+            check_objects(&repo, &[obj, bad], 2).await,
+            Err(Error::Integrity { .. })
+        ));
     }
 }

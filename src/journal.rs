@@ -67,7 +67,11 @@ impl JournalEntry {
 /// turns a successful operation into a failed one.
 pub async fn append(repo: &Repository, entry: &JournalEntry) {
     let body = serde_json::to_vec_pretty(entry).expect("journal entry serializes");
-    if let Err(e) = repo.store().put(&entry.key(rand::random()), body.into()).await {
+    if let Err(e) = repo
+        .store()
+        .put(&entry.key(rand::random()), body.into())
+        .await
+    {
         tracing::warn!(error = %e, operation = %entry.operation, "could not write the journal entry");
     }
 }
@@ -84,7 +88,9 @@ pub async fn list(repo: &Repository, since: Option<DateTime<Utc>>) -> Result<Vec
     let keys: Vec<String> = objects
         .into_iter()
         .map(|o| o.key)
-        .filter(|k| k.ends_with(".json") && floor.as_ref().map_or(true, |f| k.as_str() >= f.as_str()))
+        .filter(|k| {
+            k.ends_with(".json") && floor.as_ref().map_or(true, |f| k.as_str() >= f.as_str())
+        })
         .collect();
     let bodies: Vec<Result<Option<bytes::Bytes>>> = futures::stream::iter(keys)
         .map(|k| async move { store.get_opt(&k).await.map_err(|e| repo.err(e)) })
@@ -128,8 +134,14 @@ mod tests {
         append(&repo, &JournalEntry::new("verify", t(4, 1), &failed)).await;
 
         let all = list(&repo, None).await.unwrap();
-        let ops: Vec<(&str, u32)> = all.iter().map(|e| (e.operation.as_str(), chrono::Datelike::day(&e.time))).collect();
-        assert_eq!(ops, [("backup", 1), ("prune", 2), ("backup", 3), ("verify", 4)]);
+        let ops: Vec<(&str, u32)> = all
+            .iter()
+            .map(|e| (e.operation.as_str(), chrono::Datelike::day(&e.time)))
+            .collect();
+        assert_eq!(
+            ops,
+            [("backup", 1), ("prune", 2), ("backup", 3), ("verify", 4)]
+        );
         assert_eq!(all[3].outcome, "failure");
         let msg = all[3].error.as_deref().unwrap();
         assert!(msg.contains("***") && !msg.contains("hunter2xyz"), "{msg}");
@@ -140,7 +152,14 @@ mod tests {
 
     #[test]
     fn keys_sort_by_time() {
-        let e = JournalEntry::new::<()>("backup", Utc.with_ymd_and_hms(2026, 11, 2, 2, 0, 0).unwrap(), &Ok(()));
-        assert_eq!(e.key(0xab), "journal/2026/11/20261102T020000.000Z-backup-00ab.json");
+        let e = JournalEntry::new::<()>(
+            "backup",
+            Utc.with_ymd_and_hms(2026, 11, 2, 2, 0, 0).unwrap(),
+            &Ok(()),
+        );
+        assert_eq!(
+            e.key(0xab),
+            "journal/2026/11/20261102T020000.000Z-backup-00ab.json"
+        );
     }
 }

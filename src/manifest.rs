@@ -214,7 +214,8 @@ impl Totals {
 impl Manifest {
     /// Every stored object of the snapshot: the collections' archives, then the oplog.
     pub fn objects(&self) -> Vec<&StoredObject> {
-        let mut out: Vec<&StoredObject> = self.collections.iter().flat_map(|c| &c.objects).collect();
+        let mut out: Vec<&StoredObject> =
+            self.collections.iter().flat_map(|c| &c.objects).collect();
         out.extend(self.oplog.as_ref().map(|o| &o.object));
         out
     }

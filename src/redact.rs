@@ -142,7 +142,10 @@ mod tests {
             redact_uri("mongodb+srv://app:pw@cluster.example.net/"),
             "mongodb+srv://app:***@cluster.example.net/"
         );
-        assert_eq!(redact_uri("mongodb://127.0.0.1:27017/"), "mongodb://127.0.0.1:27017/");
+        assert_eq!(
+            redact_uri("mongodb://127.0.0.1:27017/"),
+            "mongodb://127.0.0.1:27017/"
+        );
     }
 
     #[test]
@@ -157,7 +160,10 @@ mod tests {
         let uri = "mongodb://app:p%40ss%2Fword@h/";
         assert_eq!(uri_password(uri).as_deref(), Some("p@ss/word"));
         register_secret("p@ss/word");
-        assert_eq!(scrub("failed for p@ss/word and p%40ss%2Fword"), "failed for *** and ***");
+        assert_eq!(
+            scrub("failed for p@ss/word and p%40ss%2Fword"),
+            "failed for *** and ***"
+        );
     }
 
     #[test]

@@ -102,7 +102,10 @@ pub fn month_bounds(month: &str) -> Result<(NaiveDate, NaiveDate)> {
 /// A malformed month, or the repository failed.
 pub async fn build(repo: &Repository, month: &str, now: DateTime<Utc>) -> Result<MonthReport> {
     let (first, next) = month_bounds(month)?;
-    let (start, end) = (first.and_hms_opt(0, 0, 0).unwrap().and_utc(), next.and_hms_opt(0, 0, 0).unwrap().and_utc());
+    let (start, end) = (
+        first.and_hms_opt(0, 0, 0).unwrap().and_utc(),
+        next.and_hms_opt(0, 0, 0).unwrap().and_utc(),
+    );
     let within = |t: DateTime<Utc>| t >= start && t < end;
     let mut snapshots: Vec<SnapshotRow> = repo
         .list_snapshots()
@@ -110,7 +113,9 @@ pub async fn build(repo: &Repository, month: &str, now: DateTime<Utc>) -> Result
         .into_iter()
         .filter(|s| within(s.started_at))
         .map(|s| SnapshotRow {
-            duration_seconds: s.finished_at.map(|f| (f - s.started_at).num_milliseconds() as f64 / 1000.0),
+            duration_seconds: s
+                .finished_at
+                .map(|f| (f - s.started_at).num_milliseconds() as f64 / 1000.0),
             status: if s.complete { "complete" } else { "incomplete" }.into(),
             id: s.id,
             time: s.started_at,
@@ -132,7 +137,11 @@ pub async fn build(repo: &Repository, month: &str, now: DateTime<Utc>) -> Result
             recovery_seconds: r.recovery_seconds,
         })
         .collect();
-    let entries: Vec<JournalEntry> = journal::list(repo, Some(start)).await?.into_iter().filter(|e| within(e.time)).collect();
+    let entries: Vec<JournalEntry> = journal::list(repo, Some(start))
+        .await?
+        .into_iter()
+        .filter(|e| within(e.time))
+        .collect();
     let prunes = entries
         .iter()
         .filter(|e| e.operation == "prune" && e.outcome == "success")
@@ -140,17 +149,28 @@ pub async fn build(repo: &Repository, month: &str, now: DateTime<Utc>) -> Result
             time: e.time,
             removed: e.figures["snapshots_removed"]
                 .as_array()
-                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default(),
             bytes_freed: e.figures["bytes_freed"].as_u64().unwrap_or(0),
         })
         .collect();
-    let failures = entries.into_iter().filter(|e| e.outcome == "failure").collect();
+    let failures = entries
+        .into_iter()
+        .filter(|e| e.outcome == "failure")
+        .collect();
     let last_day = next.min(now.date_naive() + Duration::days(1));
     let gaps = first
         .iter_days()
         .take_while(|d| *d < last_day)
-        .filter(|d| !snapshots.iter().any(|s| s.status == "complete" && s.time.date_naive() == *d))
+        .filter(|d| {
+            !snapshots
+                .iter()
+                .any(|s| s.status == "complete" && s.time.date_naive() == *d)
+        })
         .collect();
     Ok(MonthReport {
         month: month.to_string(),
@@ -174,8 +194,16 @@ fn secs(s: Option<f64>) -> String {
 
 impl MonthReport {
     fn headline(&self) -> String {
-        let complete = self.snapshots.iter().filter(|s| s.status == "complete").count();
-        let passed = self.verifications.iter().filter(|v| v.result == "passed").count();
+        let complete = self
+            .snapshots
+            .iter()
+            .filter(|s| s.status == "complete")
+            .count();
+        let passed = self
+            .verifications
+            .iter()
+            .filter(|v| v.result == "passed")
+            .count();
         format!(
             "{complete} complete snapshots, {} verifications ({passed} passed), {} prunes, {} failed operations, {} days without a backup",
             self.verifications.len(),
@@ -187,31 +215,84 @@ impl MonthReport {
 
     /// Markdown.
     pub fn to_markdown(&self) -> String {
-        let mut s = format!("# Backup verification report, {}\n\nRepository: {}  \nGenerated: {}\n\n{}\n", self.month, self.repository, self.generated_at.to_rfc3339(), self.headline());
+        let mut s = format!(
+            "# Backup verification report, {}\n\nRepository: {}  \nGenerated: {}\n\n{}\n",
+            self.month,
+            self.repository,
+            self.generated_at.to_rfc3339(),
+            self.headline()
+        );
         let _ = writeln!(s, "\n## Snapshots\n\n| time (UTC) | snapshot | size | documents | duration | status |\n| --- | --- | --- | --- | --- | --- |");
         for r in &self.snapshots {
-            let _ = writeln!(s, "| {} | {} | {} | {} | {} | {} |", r.time.format("%Y-%m-%d %H:%M"), r.id, mib(r.size_bytes), r.documents, secs(r.duration_seconds), r.status);
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} |",
+                r.time.format("%Y-%m-%d %H:%M"),
+                r.id,
+                mib(r.size_bytes),
+                r.documents,
+                secs(r.duration_seconds),
+                r.status
+            );
         }
         let _ = writeln!(s, "\n## Verifications\n\n| time (UTC) | snapshot | kind | result | recovery time | mismatches |\n| --- | --- | --- | --- | --- | --- |");
         for v in &self.verifications {
-            let _ = writeln!(s, "| {} | {} | {} | {} | {} | {} |", v.time.format("%Y-%m-%d %H:%M"), v.snapshot, v.kind, v.result, secs(v.recovery_seconds), v.problems.join("; ").replace('|', "\\|"));
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} |",
+                v.time.format("%Y-%m-%d %H:%M"),
+                v.snapshot,
+                v.kind,
+                v.result,
+                secs(v.recovery_seconds),
+                v.problems.join("; ").replace('|', "\\|")
+            );
         }
         let _ = writeln!(s, "\n## Retention\n");
         for p in &self.prunes {
-            let _ = writeln!(s, "- {}: removed {} snapshot(s) ({}), {} freed", p.time.format("%Y-%m-%d %H:%M"), p.removed.len(), p.removed.join(", "), mib(p.bytes_freed));
+            let _ = writeln!(
+                s,
+                "- {}: removed {} snapshot(s) ({}), {} freed",
+                p.time.format("%Y-%m-%d %H:%M"),
+                p.removed.len(),
+                p.removed.join(", "),
+                mib(p.bytes_freed)
+            );
         }
         let _ = writeln!(s, "\n## Failed operations\n");
         for f in &self.failures {
-            let _ = writeln!(s, "- {} {}: {}", f.time.format("%Y-%m-%d %H:%M"), f.operation, f.error.as_deref().unwrap_or("failed"));
+            let _ = writeln!(
+                s,
+                "- {} {}: {}",
+                f.time.format("%Y-%m-%d %H:%M"),
+                f.operation,
+                f.error.as_deref().unwrap_or("failed")
+            );
         }
         let _ = writeln!(s, "\n## Days without a successful backup\n");
-        let _ = writeln!(s, "{}", if self.gaps.is_empty() { "none".to_string() } else { self.gaps.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ") });
+        let _ = writeln!(
+            s,
+            "{}",
+            if self.gaps.is_empty() {
+                "none".to_string()
+            } else {
+                self.gaps
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        );
         s
     }
 
     /// A self-contained HTML page: the tables and an inline SVG chart of size and duration.
     pub fn to_html(&self) -> String {
-        let esc = |t: &str| t.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+        let esc = |t: &str| {
+            t.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+        };
         let mut s = String::new();
         let _ = write!(
             s,
@@ -225,7 +306,16 @@ impl MonthReport {
         s.push_str(&self.chart());
         s.push_str("<h2>Snapshots</h2>\n<table><tr><th>time (UTC)</th><th>snapshot</th><th>size</th><th>documents</th><th>duration</th><th>status</th></tr>\n");
         for r in &self.snapshots {
-            let _ = writeln!(s, "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", r.time.format("%Y-%m-%d %H:%M"), esc(&r.id), mib(r.size_bytes), r.documents, secs(r.duration_seconds), r.status);
+            let _ = writeln!(
+                s,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                r.time.format("%Y-%m-%d %H:%M"),
+                esc(&r.id),
+                mib(r.size_bytes),
+                r.documents,
+                secs(r.duration_seconds),
+                r.status
+            );
         }
         s.push_str("</table>\n<h2>Verifications</h2>\n<table><tr><th>time (UTC)</th><th>snapshot</th><th>kind</th><th>result</th><th>recovery time</th><th>mismatches</th></tr>\n");
         for v in &self.verifications {
@@ -233,25 +323,63 @@ impl MonthReport {
         }
         s.push_str("</table>\n<h2>Retention</h2>\n<ul>\n");
         for p in &self.prunes {
-            let _ = writeln!(s, "<li>{}: removed {} snapshot(s), {} freed</li>", p.time.format("%Y-%m-%d %H:%M"), p.removed.len(), mib(p.bytes_freed));
+            let _ = writeln!(
+                s,
+                "<li>{}: removed {} snapshot(s), {} freed</li>",
+                p.time.format("%Y-%m-%d %H:%M"),
+                p.removed.len(),
+                mib(p.bytes_freed)
+            );
         }
         s.push_str("</ul>\n<h2>Failed operations</h2>\n<ul>\n");
         for f in &self.failures {
-            let _ = writeln!(s, "<li class=\"failed\">{} {}: {}</li>", f.time.format("%Y-%m-%d %H:%M"), f.operation, esc(f.error.as_deref().unwrap_or("failed")));
+            let _ = writeln!(
+                s,
+                "<li class=\"failed\">{} {}: {}</li>",
+                f.time.format("%Y-%m-%d %H:%M"),
+                f.operation,
+                esc(f.error.as_deref().unwrap_or("failed"))
+            );
         }
-        let gaps = if self.gaps.is_empty() { "none".to_string() } else { self.gaps.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ") };
-        let _ = write!(s, "</ul>\n<h2>Days without a successful backup</h2>\n<p>{gaps}</p>\n</body></html>\n");
+        let gaps = if self.gaps.is_empty() {
+            "none".to_string()
+        } else {
+            self.gaps
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = write!(
+            s,
+            "</ul>\n<h2>Days without a successful backup</h2>\n<p>{gaps}</p>\n</body></html>\n"
+        );
         s
     }
 
     /// Bars: stored size per snapshot; dots joined by a line: duration. One day per column.
     fn chart(&self) -> String {
         let (w, h, left, bottom) = (720.0, 240.0, 50.0, 30.0);
-        let Ok((first, next)) = month_bounds(&self.month) else { return String::new() };
+        let Ok((first, next)) = month_bounds(&self.month) else {
+            return String::new();
+        };
         let days = (next - first).num_days() as f64;
-        let max_size = self.snapshots.iter().map(|s| s.size_bytes).max().unwrap_or(0).max(1) as f64;
-        let max_dur = self.snapshots.iter().filter_map(|s| s.duration_seconds).fold(0.0f64, f64::max).max(0.001);
-        let x = |t: DateTime<Utc>| left + ((t.date_naive() - first).num_days() as f64 + 0.5) / days * (w - left - 10.0);
+        let max_size = self
+            .snapshots
+            .iter()
+            .map(|s| s.size_bytes)
+            .max()
+            .unwrap_or(0)
+            .max(1) as f64;
+        let max_dur = self
+            .snapshots
+            .iter()
+            .filter_map(|s| s.duration_seconds)
+            .fold(0.0f64, f64::max)
+            .max(0.001);
+        let x = |t: DateTime<Utc>| {
+            left + ((t.date_naive() - first).num_days() as f64 + 0.5) / days * (w - left - 10.0)
+        };
         let y = |frac: f64| (h - bottom) - frac * (h - bottom - 10.0);
         let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"size and duration of the snapshots of {}\">\n", self.month);
         let _ = writeln!(s, "<line x1=\"{left}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\" stroke=\"#444\"/><line x1=\"{left}\" y1=\"10\" x2=\"{left}\" y2=\"{b}\" stroke=\"#444\"/>", b = h - bottom, r = w - 10.0);
@@ -261,13 +389,34 @@ impl MonthReport {
             let top = y(r.size_bytes as f64 / max_size);
             let _ = writeln!(s, "<rect x=\"{:.1}\" y=\"{top:.1}\" width=\"{bar:.1}\" height=\"{:.1}\" fill=\"{}\"><title>{} {}</title></rect>", x(r.time) - bar / 2.0, (h - bottom) - top, if r.status == "complete" { "#36c" } else { "#b00" }, r.id, mib(r.size_bytes));
         }
-        let points: Vec<String> = self.snapshots.iter().filter_map(|r| r.duration_seconds.map(|d| format!("{:.1},{:.1}", x(r.time), y(d / max_dur)))).collect();
+        let points: Vec<String> = self
+            .snapshots
+            .iter()
+            .filter_map(|r| {
+                r.duration_seconds
+                    .map(|d| format!("{:.1},{:.1}", x(r.time), y(d / max_dur)))
+            })
+            .collect();
         if !points.is_empty() {
-            let _ = writeln!(s, "<polyline points=\"{}\" fill=\"none\" stroke=\"#c60\" stroke-width=\"1.5\"/>", points.join(" "));
+            let _ = writeln!(
+                s,
+                "<polyline points=\"{}\" fill=\"none\" stroke=\"#c60\" stroke-width=\"1.5\"/>",
+                points.join(" ")
+            );
         }
         for day in (1..=days as u32).step_by(5) {
-            let t = first.with_day(day).unwrap().and_hms_opt(0, 0, 0).unwrap().and_utc();
-            let _ = writeln!(s, "<text x=\"{:.1}\" y=\"{}\" font-size=\"10\" text-anchor=\"middle\">{day}</text>", x(t), h - bottom + 14.0);
+            let t = first
+                .with_day(day)
+                .unwrap()
+                .and_hms_opt(0, 0, 0)
+                .unwrap()
+                .and_utc();
+            let _ = writeln!(
+                s,
+                "<text x=\"{:.1}\" y=\"{}\" font-size=\"10\" text-anchor=\"middle\">{day}</text>",
+                x(t),
+                h - bottom + 14.0
+            );
         }
         let _ = writeln!(s, "<text x=\"{}\" y=\"{}\" font-size=\"10\"><tspan fill=\"#36c\">■ stored size</tspan>  <tspan fill=\"#c60\">— duration</tspan></text>\n</svg>", left + 10.0, h - 4.0);
         s
@@ -281,7 +430,10 @@ mod tests {
     #[test]
     fn month_bounds_cover_december_and_reject_typos() {
         let (a, b) = month_bounds("2026-12").unwrap();
-        assert_eq!((a.to_string(), b.to_string()), ("2026-12-01".into(), "2027-01-01".into()));
+        assert_eq!(
+            (a.to_string(), b.to_string()),
+            ("2026-12-01".into(), "2027-01-01".into())
+        );
         assert!(month_bounds("2026-13").is_err());
         assert!(month_bounds("nov").is_err());
     }

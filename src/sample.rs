@@ -90,14 +90,22 @@ pub async fn seed_rich(client: &Client, db: &str) -> mongodb::error::Result<()> 
     let mut empty = RawDocumentBuf::new();
     empty.append("_id", 2);
     all.insert_one(empty).await?;
-    all.insert_one(RawDocumentBuf::from_document(&doc! { "_id": ObjectId::new(), "only": "id is an ObjectId" }).unwrap())
-        .await?;
+    all.insert_one(
+        RawDocumentBuf::from_document(
+            &doc! { "_id": ObjectId::new(), "only": "id is an ObjectId" },
+        )
+        .unwrap(),
+    )
+    .await?;
 
     seed_indexed(&d).await?;
 
-    d.run_command(doc! { "create": "capped_log", "capped": true, "size": 65536, "max": 1000 }).await?;
+    d.run_command(doc! { "create": "capped_log", "capped": true, "size": 65536, "max": 1000 })
+        .await?;
     let capped = d.collection::<Document>("capped_log");
-    capped.insert_many((0..50).map(|i| doc! { "seq": i, "msg": format!("line {i}") })).await?;
+    capped
+        .insert_many((0..50).map(|i| doc! { "seq": i, "msg": format!("line {i}") }))
+        .await?;
 
     d.run_command(doc! {
         "create": "validated",
@@ -111,7 +119,8 @@ pub async fn seed_rich(client: &Client, db: &str) -> mongodb::error::Result<()> 
         .insert_many((0..10).map(|i| doc! { "email": format!("user{i}@example.com") }))
         .await?;
 
-    d.run_command(doc! { "create": "collated", "collation": { "locale": "fr", "strength": 2 } }).await?;
+    d.run_command(doc! { "create": "collated", "collation": { "locale": "fr", "strength": 2 } })
+        .await?;
     d.collection::<Document>("collated")
         .insert_many(["côte", "cote", "Côté", "coté", "CÔTE"].map(|w| doc! { "word": w }))
         .await?;
@@ -122,7 +131,10 @@ pub async fn seed_rich(client: &Client, db: &str) -> mongodb::error::Result<()> 
     })
     .await?;
     // Two sensors, 24 hourly measurements each.
-    let t0 = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap().timestamp_millis();
+    let t0 = Utc
+        .with_ymd_and_hms(2026, 11, 1, 0, 0, 0)
+        .unwrap()
+        .timestamp_millis();
     d.collection::<Document>("metrics")
         .insert_many((0..48).map(|i| {
             doc! { "ts": DateTime::from_millis(t0 + (i % 24) * 3_600_000), "sensor": { "id": i / 24 }, "temp": 20.0 + i as f64 / 10.0 }
@@ -136,8 +148,15 @@ pub async fn seed_rich(client: &Client, db: &str) -> mongodb::error::Result<()> 
     .await?;
 
     // A 15 MiB document.
-    let blob = Binary { subtype: BinarySubtype::Generic, bytes: (0..15 * 1024 * 1024u32).map(|i| (i * 7 % 251) as u8).collect() };
-    d.collection::<Document>("big_doc").insert_one(doc! { "_id": "big", "blob": blob }).await?;
+    let blob = Binary {
+        subtype: BinarySubtype::Generic,
+        bytes: (0..15 * 1024 * 1024u32)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect(),
+    };
+    d.collection::<Document>("big_doc")
+        .insert_one(doc! { "_id": "big", "blob": blob })
+        .await?;
 
     for name in ["with space", "ünïcødé 日本", "dots.in.name"] {
         d.collection::<Document>(name)
@@ -170,16 +189,42 @@ async fn seed_indexed(d: &Database) -> mongodb::error::Result<()> {
     c.insert_many(docs).await?;
     let o = IndexOptions::builder;
     c.create_indexes([
-        idx(doc! { "email": 1 }, o().unique(true).name("email_unique".to_string()).build()),
+        idx(
+            doc! { "email": 1 },
+            o().unique(true).name("email_unique".to_string()).build(),
+        ),
         idx(doc! { "status": 1, "total": -1 }, o().build()),
-        idx(doc! { "total": 1 }, o().partial_filter_expression(doc! { "status": "paid" }).build()),
+        idx(
+            doc! { "total": 1 },
+            o().partial_filter_expression(doc! { "status": "paid" })
+                .build(),
+        ),
         idx(doc! { "maybe": 1 }, o().sparse(true).build()),
-        idx(doc! { "created": 1 }, o().expire_after(std::time::Duration::from_secs(3600 * 24 * 365 * 10)).build()),
-        idx(doc! { "bio": "text", "name": "text" }, o().weights(doc! { "bio": 1, "name": 5 }).default_language("english".to_string()).build()),
+        idx(
+            doc! { "created": 1 },
+            o().expire_after(std::time::Duration::from_secs(3600 * 24 * 365 * 10))
+                .build(),
+        ),
+        idx(
+            doc! { "bio": "text", "name": "text" },
+            o().weights(doc! { "bio": 1, "name": 5 })
+                .default_language("english".to_string())
+                .build(),
+        ),
         idx(doc! { "loc": "2dsphere" }, o().build()),
         idx(doc! { "sku": "hashed" }, o().build()),
         idx(doc! { "attrs.$**": 1 }, o().build()),
-        idx(doc! { "name": 1 }, o().collation(mongodb::options::Collation::builder().locale("en").strength(mongodb::options::CollationStrength::Secondary).build()).name("name_ci".to_string()).build()),
+        idx(
+            doc! { "name": 1 },
+            o().collation(
+                mongodb::options::Collation::builder()
+                    .locale("en")
+                    .strength(mongodb::options::CollationStrength::Secondary)
+                    .build(),
+            )
+            .name("name_ci".to_string())
+            .build(),
+        ),
     ])
     .await?;
     Ok(())
@@ -191,10 +236,18 @@ async fn seed_indexed(d: &Database) -> mongodb::error::Result<()> {
 ///
 /// # Errors
 /// Any server error.
-pub async fn seed_app(client: &Client, db: &str, coll: &str, mib: u64, seed: u64) -> mongodb::error::Result<u64> {
+pub async fn seed_app(
+    client: &Client,
+    db: &str,
+    coll: &str,
+    mib: u64,
+    seed: u64,
+) -> mongodb::error::Result<u64> {
     let c = client.database(db).collection::<RawDocumentBuf>(coll);
     let target = mib * 1024 * 1024;
-    let mut rng = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut rng = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let mut next = move || {
         rng ^= rng << 13;
         rng ^= rng >> 7;

@@ -226,13 +226,17 @@ impl Source {
                 let bytes = d.as_bytes();
                 if !chunk.is_empty() && chunk.len() + bytes.len() > CHUNK_BYTES {
                     let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_BYTES));
-                    tx.send(Chunk::Docs(full)).await.map_err(|_| Error::Cancelled)?;
+                    tx.send(Chunk::Docs(full))
+                        .await
+                        .map_err(|_| Error::Cancelled)?;
                 }
                 chunk.extend_from_slice(bytes);
             }
         }
         if !chunk.is_empty() {
-            tx.send(Chunk::Docs(chunk)).await.map_err(|_| Error::Cancelled)?;
+            tx.send(Chunk::Docs(chunk))
+                .await
+                .map_err(|_| Error::Cancelled)?;
         }
         tx.send(Chunk::End).await.map_err(|_| Error::Cancelled)?;
         Ok(())
@@ -246,7 +250,11 @@ pub fn classify(target: &str, context: &str, e: mongodb::error::Error) -> Error 
         // Mid-run, say what was being done (which collection) when the server went away.
         ErrorKind::ServerSelection { .. } => Error::SourceUnreachable {
             target: target.to_string(),
-            detail: if context == "connecting" { detail } else { format!("while {context}: {detail}") },
+            detail: if context == "connecting" {
+                detail
+            } else {
+                format!("while {context}: {detail}")
+            },
         },
         ErrorKind::Authentication { .. } => Error::SourceRefused {
             target: target.to_string(),

@@ -47,7 +47,13 @@ pub struct Status {
     pub checks: Vec<Check>,
 }
 
-fn check(name: &str, what: &str, time: Option<DateTime<Utc>>, max: Duration, now: DateTime<Utc>) -> Check {
+fn check(
+    name: &str,
+    what: &str,
+    time: Option<DateTime<Utc>>,
+    max: Duration,
+    now: DateTime<Utc>,
+) -> Check {
     let age = time.map(|t| (now - t).num_seconds());
     let ok = age.is_some_and(|a| a <= max.num_seconds());
     let message = match age {
@@ -83,15 +89,36 @@ pub fn human_duration(secs: i64) -> String {
 ///
 /// # Errors
 /// The repository failed.
-pub async fn status(repo: &Repository, max_age: Duration, max_verify_age: Duration, now: DateTime<Utc>) -> Result<Status> {
+pub async fn status(
+    repo: &Repository,
+    max_age: Duration,
+    max_verify_age: Duration,
+    now: DateTime<Utc>,
+) -> Result<Status> {
     let snaps = repo.list_snapshots().await?;
     let newest = snaps.iter().find(|s| s.complete);
     let reports = list_reports(repo).await?;
     let full: Vec<&VerifyReport> = reports.iter().filter(|r| r.kind == "full").collect();
-    let last_pass = full.iter().rev().find(|r| r.passed()).map(|r| r.finished_at);
+    let last_pass = full
+        .iter()
+        .rev()
+        .find(|r| r.passed())
+        .map(|r| r.finished_at);
     let checks = vec![
-        check("snapshot_age", "complete snapshot", newest.map(|s| s.started_at), max_age, now),
-        check("verification_age", "passed full verification", last_pass, max_verify_age, now),
+        check(
+            "snapshot_age",
+            "complete snapshot",
+            newest.map(|s| s.started_at),
+            max_age,
+            now,
+        ),
+        check(
+            "verification_age",
+            "passed full verification",
+            last_pass,
+            max_verify_age,
+            now,
+        ),
     ];
     let ok = checks.iter().all(|c| c.ok);
     Ok(Status {
@@ -110,7 +137,11 @@ pub async fn status(repo: &Repository, max_age: Duration, max_verify_age: Durati
 /// # Errors
 /// Anything else, as a usage error naming the flag.
 pub fn parse_age(s: &str, flag: &str) -> Result<Duration> {
-    let bad = || Error::Config(format!("{flag} {s:?}: expected a number and a unit: s, m, h or d (e.g. 26h, 35d)"));
+    let bad = || {
+        Error::Config(format!(
+            "{flag} {s:?}: expected a number and a unit: s, m, h or d (e.g. 26h, 35d)"
+        ))
+    };
     let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?);
     let n: i64 = n.parse().map_err(|_| bad())?;
     match unit {
@@ -134,7 +165,10 @@ pub fn write_metrics(path: &Path, entry: &JournalEntry, verify_passed: Option<bo
     let mut samples: BTreeMap<String, String> = old
         .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| l.rsplit_once(' ').map(|(k, v)| (k.to_string(), v.to_string())))
+        .filter_map(|l| {
+            l.rsplit_once(' ')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
         .collect();
     let op = &entry.operation;
     let label = |name: &str| format!("mongokeep_{name}{{operation=\"{op}\"}}");
@@ -142,31 +176,64 @@ pub fn write_metrics(path: &Path, entry: &JournalEntry, verify_passed: Option<bo
     let success = entry.outcome == "success";
     samples.insert(label("last_run_timestamp_seconds"), format!("{end:.3}"));
     samples.insert(label("last_run_success"), (success as u8).to_string());
-    samples.insert(label("last_run_duration_seconds"), format!("{:.3}", entry.seconds));
+    samples.insert(
+        label("last_run_duration_seconds"),
+        format!("{:.3}", entry.seconds),
+    );
     if success {
         samples.insert(label("last_success_timestamp_seconds"), format!("{end:.3}"));
-        for (key, name) in [("bytes", "last_run_bytes"), ("documents", "last_run_documents")] {
+        for (key, name) in [
+            ("bytes", "last_run_bytes"),
+            ("documents", "last_run_documents"),
+        ] {
             if let Some(v) = entry.figures.get(key).and_then(|v| v.as_u64()) {
                 samples.insert(label(name), v.to_string());
             }
         }
     }
     if let Some(p) = verify_passed {
-        samples.insert("mongokeep_last_verification_passed".into(), (p as u8).to_string());
+        samples.insert(
+            "mongokeep_last_verification_passed".into(),
+            (p as u8).to_string(),
+        );
     }
     let help = [
-        ("last_run_timestamp_seconds", "End of the last run of the operation (Unix time)."),
-        ("last_run_success", "1 when the last run of the operation succeeded."),
-        ("last_run_duration_seconds", "Duration of the last run of the operation."),
-        ("last_success_timestamp_seconds", "End of the last successful run of the operation (Unix time)."),
-        ("last_run_bytes", "Bytes handled by the last successful run (stored for backup, loaded for restore)."),
-        ("last_run_documents", "Documents handled by the last successful run."),
-        ("last_verification_passed", "1 when the last verification passed, 0 when it found a mismatch."),
+        (
+            "last_run_timestamp_seconds",
+            "End of the last run of the operation (Unix time).",
+        ),
+        (
+            "last_run_success",
+            "1 when the last run of the operation succeeded.",
+        ),
+        (
+            "last_run_duration_seconds",
+            "Duration of the last run of the operation.",
+        ),
+        (
+            "last_success_timestamp_seconds",
+            "End of the last successful run of the operation (Unix time).",
+        ),
+        (
+            "last_run_bytes",
+            "Bytes handled by the last successful run (stored for backup, loaded for restore).",
+        ),
+        (
+            "last_run_documents",
+            "Documents handled by the last successful run.",
+        ),
+        (
+            "last_verification_passed",
+            "1 when the last verification passed, 0 when it found a mismatch.",
+        ),
     ];
     let mut out = String::new();
     for (name, text) in help {
         let full = format!("mongokeep_{name}");
-        let lines: Vec<_> = samples.iter().filter(|(k, _)| k.split('{').next() == Some(full.as_str())).collect();
+        let lines: Vec<_> = samples
+            .iter()
+            .filter(|(k, _)| k.split('{').next() == Some(full.as_str()))
+            .collect();
         if lines.is_empty() {
             continue;
         }
@@ -212,12 +279,40 @@ mod tests {
         write_metrics(&path, &bad, None).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let ts = t.timestamp();
-        assert!(text.contains(&format!("mongokeep_last_success_timestamp_seconds{{operation=\"backup\"}} {}.000\n", ts + 10)), "{text}");
-        assert!(text.contains(&format!("mongokeep_last_run_timestamp_seconds{{operation=\"backup\"}} {}.000\n", ts + 86400 + 2)), "{text}");
-        assert!(text.contains("mongokeep_last_run_success{operation=\"backup\"} 0\n"), "{text}");
-        assert!(text.contains("mongokeep_last_run_documents{operation=\"backup\"} 7\n"), "{text}");
-        assert!(text.contains("mongokeep_last_run_success{operation=\"verify\"} 1\n"), "{text}");
-        assert!(text.contains("mongokeep_last_verification_passed 1\n"), "{text}");
-        assert_eq!(text.matches("# TYPE mongokeep_last_run_success gauge").count(), 1);
+        assert!(
+            text.contains(&format!(
+                "mongokeep_last_success_timestamp_seconds{{operation=\"backup\"}} {}.000\n",
+                ts + 10
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "mongokeep_last_run_timestamp_seconds{{operation=\"backup\"}} {}.000\n",
+                ts + 86400 + 2
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains("mongokeep_last_run_success{operation=\"backup\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mongokeep_last_run_documents{operation=\"backup\"} 7\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mongokeep_last_run_success{operation=\"verify\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mongokeep_last_verification_passed 1\n"),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("# TYPE mongokeep_last_run_success gauge")
+                .count(),
+            1
+        );
     }
 }

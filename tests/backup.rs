@@ -35,9 +35,21 @@ async fn source_docs(client: &mongodb::Client, db: &str, coll: &str) -> Vec<Vec<
 async fn archive_docs(store: &dyn Storage, obj: &serde_json::Value, codec: &str) -> Vec<Vec<u8>> {
     let key = obj["key"].as_str().unwrap();
     let data = store.get(key).await.unwrap();
-    assert_eq!(data.len() as u64, obj["size"].as_u64().unwrap(), "size of {key}");
-    assert_eq!(hex::encode(Sha256::digest(&data)), obj["sha256"].as_str().unwrap(), "sha256 of {key}");
-    let codec = if codec == "gzip" { Codec::Gzip(6) } else { Codec::None };
+    assert_eq!(
+        data.len() as u64,
+        obj["size"].as_u64().unwrap(),
+        "size of {key}"
+    );
+    assert_eq!(
+        hex::encode(Sha256::digest(&data)),
+        obj["sha256"].as_str().unwrap(),
+        "sha256 of {key}"
+    );
+    let codec = if codec == "gzip" {
+        Codec::Gzip(6)
+    } else {
+        Codec::None
+    };
     let mut docs = Vec::new();
     let mut saw_metadata = false;
     read_archive(&data[..], codec, |e| {
@@ -66,7 +78,14 @@ async fn rich_database_to_s3_matches_the_source_exactly() {
     let out = common::mongokeep(cwd.path())
         .s3(&s3)
         .env("MONGODB_URI", &s.rs_uri)
-        .args(["backup", "--db", &db, "--repo", &s3.repo_url(&prefix), "--json"])
+        .args([
+            "backup",
+            "--db",
+            &db,
+            "--repo",
+            &s3.repo_url(&prefix),
+            "--json",
+        ])
         .run();
     out.expect_code(0);
     let id = out.json()["snapshot"].as_str().unwrap().to_string();
@@ -98,9 +117,18 @@ async fn rich_database_to_s3_matches_the_source_exactly() {
         .unwrap();
     specs.retain(|c| !c.get_str("name").unwrap().starts_with("system."));
     let names: Vec<&str> = specs.iter().map(|c| c.get_str("name").unwrap()).collect();
-    assert_eq!(entries.keys().map(String::as_str).collect::<std::collections::BTreeSet<_>>(), names.iter().copied().collect());
+    assert_eq!(
+        entries
+            .keys()
+            .map(String::as_str)
+            .collect::<std::collections::BTreeSet<_>>(),
+        names.iter().copied().collect()
+    );
     for (name, _) in mongokeep::sample::RICH_COLLECTIONS {
-        assert!(entries.contains_key(*name), "{name} missing from the manifest");
+        assert!(
+            entries.contains_key(*name),
+            "{name} missing from the manifest"
+        );
     }
 
     let store = s3.store(&prefix).await;
@@ -110,7 +138,11 @@ async fn rich_database_to_s3_matches_the_source_exactly() {
         let e = entries[name];
         assert_eq!(e["db"], db.as_str());
         assert_eq!(e["type"], kind, "{name}");
-        assert_eq!(e["options"], ext(spec.get_document("options").unwrap()), "options of {name}");
+        assert_eq!(
+            e["options"],
+            ext(spec.get_document("options").unwrap()),
+            "options of {name}"
+        );
         if kind == "view" {
             assert_eq!(e["count"], 0);
             assert!(e["objects"].as_array().unwrap().is_empty());
@@ -135,32 +167,61 @@ async fn rich_database_to_s3_matches_the_source_exactly() {
             .iter()
             .map(ext)
             .collect();
-        assert_eq!(e["indexes"].as_array().unwrap(), &indexes, "indexes of {name}");
+        assert_eq!(
+            e["indexes"].as_array().unwrap(),
+            &indexes,
+            "indexes of {name}"
+        );
 
-        let stored_from = if kind == "timeseries" { format!("system.buckets.{name}") } else { name.to_string() };
+        let stored_from = if kind == "timeseries" {
+            format!("system.buckets.{name}")
+        } else {
+            name.to_string()
+        };
         let src = source_docs(&client, &db, &stored_from).await;
-        let count = database.collection::<Document>(&stored_from).count_documents(doc! {}).await.unwrap();
+        let count = database
+            .collection::<Document>(&stored_from)
+            .count_documents(doc! {})
+            .await
+            .unwrap();
         assert_eq!(e["count"].as_u64().unwrap(), count, "count of {name}");
         assert_eq!(src.len() as u64, count);
         let bytes: u64 = src.iter().map(|d| d.len() as u64).sum();
-        assert_eq!(e["bson_bytes"].as_u64().unwrap(), bytes, "bson_bytes of {name}");
+        assert_eq!(
+            e["bson_bytes"].as_u64().unwrap(),
+            bytes,
+            "bson_bytes of {name}"
+        );
         let mut digest = ContentDigest::new();
         src.iter().for_each(|d| digest.add_document(d));
-        assert_eq!(e["content_digest"], digest.to_hex().as_str(), "digest of {name}");
+        assert_eq!(
+            e["content_digest"],
+            digest.to_hex().as_str(),
+            "digest of {name}"
+        );
 
         // The archive holds the very same bytes: raw BSON, not decoded and re-encoded.
         let objects = e["objects"].as_array().unwrap();
         assert_eq!(objects.len(), 1);
         let stored = archive_docs(&*store, &objects[0], e["codec"].as_str().unwrap()).await;
-        assert!(stored == src, "documents of {name} differ between the source and the archive");
+        assert!(
+            stored == src,
+            "documents of {name} differ between the source and the archive"
+        );
     }
 
     // The acceptance list's specifics.
     let idx = entries["indexed"]["indexes"].as_array().unwrap();
     let has = |pred: &dyn Fn(&serde_json::Value) -> bool| idx.iter().any(|i| pred(i));
     assert!(has(&|i| i["unique"] == true), "unique");
-    assert!(has(&|i| i["key"].as_object().unwrap().len() == 2 && i["key"].get("status").is_some()), "compound");
-    assert!(has(&|i| i.get("partialFilterExpression").is_some()), "partial");
+    assert!(
+        has(&|i| i["key"].as_object().unwrap().len() == 2 && i["key"].get("status").is_some()),
+        "compound"
+    );
+    assert!(
+        has(&|i| i.get("partialFilterExpression").is_some()),
+        "partial"
+    );
     assert!(has(&|i| i["sparse"] == true), "sparse");
     assert!(has(&|i| i.get("expireAfterSeconds").is_some()), "ttl");
     assert!(has(&|i| i["key"]["_fts"] == "text"), "text");
@@ -191,7 +252,10 @@ async fn rich_database_to_s3_matches_the_source_exactly() {
     assert!(one["size_bytes"].as_u64().unwrap() > m["totals"]["stored_bytes"].as_u64().unwrap());
     for f in ["started_at", "finished_at"] {
         let t = one[f].as_str().unwrap();
-        assert!(chrono::DateTime::parse_from_rfc3339(t).is_ok() && t.ends_with('Z'), "{f}: {t}");
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(t).is_ok() && t.ends_with('Z'),
+            "{f}: {t}"
+        );
     }
     client.database(&db).drop().await.unwrap();
 }
@@ -201,22 +265,54 @@ async fn standalone_to_local_folder_with_selection_and_no_compression() {
     let s = common::services();
     let client = common::client(&s.standalone_uri).await;
     let (a, b) = (common::unique("sel_a"), common::unique("sel_b"));
-    for (db, coll) in [(&a, "orders"), (&a, "skip_me"), (&a, "users"), (&b, "other")] {
-        client.database(db).collection::<Document>(coll).insert_many((0..5).map(|i| doc! { "i": i })).await.unwrap();
+    for (db, coll) in [
+        (&a, "orders"),
+        (&a, "skip_me"),
+        (&a, "users"),
+        (&b, "other"),
+    ] {
+        client
+            .database(db)
+            .collection::<Document>(coll)
+            .insert_many((0..5).map(|i| doc! { "i": i }))
+            .await
+            .unwrap();
     }
     let cwd = tempfile::tempdir().unwrap();
     let first = common::mongokeep(cwd.path())
         .env("MONGODB_URI", &s.standalone_uri)
-        .args(["backup", "--repo", "./repo", "--db", &a, "--ns-exclude", &format!("{a}.skip_*"), "--compression", "none", "--json"])
+        .args([
+            "backup",
+            "--repo",
+            "./repo",
+            "--db",
+            &a,
+            "--ns-exclude",
+            &format!("{a}.skip_*"),
+            "--compression",
+            "none",
+            "--json",
+        ])
         .run();
     first.expect_code(0);
     let id1 = first.json()["snapshot"].as_str().unwrap().to_string();
-    let m = common::mongokeep(cwd.path()).args(["show", "latest", "--repo", "./repo", "--json"]).run().json();
-    let names: Vec<&str> = m["collections"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    let m = common::mongokeep(cwd.path())
+        .args(["show", "latest", "--repo", "./repo", "--json"])
+        .run()
+        .json();
+    let names: Vec<&str> = m["collections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["orders", "users"]);
     assert_eq!(m["source"]["topology"], "standalone");
     assert_eq!(m["consistency"]["point_in_time"], false);
-    assert!(m["consistency"]["note"].as_str().unwrap().contains("standalone"));
+    assert!(m["consistency"]["note"]
+        .as_str()
+        .unwrap()
+        .contains("standalone"));
     assert_eq!(m["collections"][0]["codec"], "none");
     let key = m["collections"][0]["objects"][0]["key"].as_str().unwrap();
     assert!(key.ends_with(".tar"), "{key}");
@@ -225,21 +321,51 @@ async fn standalone_to_local_folder_with_selection_and_no_compression() {
     std::thread::sleep(std::time::Duration::from_millis(1100)); // ids are per second
     let second = common::mongokeep(cwd.path())
         .env("MONGODB_URI", &s.standalone_uri)
-        .args(["backup", "--repo", "./repo", "--ns-include", &format!("{b}.*"), "--json"])
+        .args([
+            "backup",
+            "--repo",
+            "./repo",
+            "--ns-include",
+            &format!("{b}.*"),
+            "--json",
+        ])
         .run();
     second.expect_code(0);
     let id2 = second.json()["snapshot"].as_str().unwrap().to_string();
-    let list = common::mongokeep(cwd.path()).args(["snapshots", "--repo", "./repo", "--json"]).run().json();
-    let ids: Vec<&str> = list.as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+    let list = common::mongokeep(cwd.path())
+        .args(["snapshots", "--repo", "./repo", "--json"])
+        .run()
+        .json();
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, [id2.as_str(), id1.as_str()], "newest first");
-    let m2 = common::mongokeep(cwd.path()).args(["show", "latest", "--repo", "./repo", "--json"]).run().json();
+    let m2 = common::mongokeep(cwd.path())
+        .args(["show", "latest", "--repo", "./repo", "--json"])
+        .run()
+        .json();
     assert_eq!(m2["collections"].as_array().unwrap().len(), 1);
     assert_eq!(m2["collections"][0]["db"], b.as_str());
     // The text forms name what they show.
-    let table = common::mongokeep(cwd.path()).args(["snapshots", "--repo", "./repo"]).run();
-    assert!(table.stdout.contains(&id1) && table.stdout.contains("complete"), "{}", table.stdout);
-    let text = common::mongokeep(cwd.path()).args(["show", &id1, "--repo", "./repo"]).run();
-    assert!(text.stdout.contains(&format!("{a}.orders")), "{}", text.stdout);
+    let table = common::mongokeep(cwd.path())
+        .args(["snapshots", "--repo", "./repo"])
+        .run();
+    assert!(
+        table.stdout.contains(&id1) && table.stdout.contains("complete"),
+        "{}",
+        table.stdout
+    );
+    let text = common::mongokeep(cwd.path())
+        .args(["show", &id1, "--repo", "./repo"])
+        .run();
+    assert!(
+        text.stdout.contains(&format!("{a}.orders")),
+        "{}",
+        text.stdout
+    );
     for db in [a, b] {
         client.database(&db).drop().await.unwrap();
     }
@@ -251,19 +377,44 @@ async fn a_document_near_the_16_mib_limit_and_names_that_need_escaping() {
     let client = common::client(&s.standalone_uri).await;
     let db = common::unique("limits");
     // 16 MiB is the server's limit for one document; leave room for the field names.
-    let blob = mongodb::bson::Binary { subtype: mongodb::bson::spec::BinarySubtype::Generic, bytes: vec![7u8; 16 * 1024 * 1024 - 64] };
+    let blob = mongodb::bson::Binary {
+        subtype: mongodb::bson::spec::BinarySubtype::Generic,
+        bytes: vec![7u8; 16 * 1024 * 1024 - 64],
+    };
     let names = ["near limit", "naïve café ☕", "a.b.c", "50% off", "-dash"];
     for n in names {
-        client.database(&db).collection::<Document>(n).insert_one(doc! { "_id": n }).await.unwrap();
+        client
+            .database(&db)
+            .collection::<Document>(n)
+            .insert_one(doc! { "_id": n })
+            .await
+            .unwrap();
     }
-    client.database(&db).collection::<Document>("near limit").insert_one(doc! { "_id": 2, "blob": blob }).await.unwrap();
+    client
+        .database(&db)
+        .collection::<Document>("near limit")
+        .insert_one(doc! { "_id": 2, "blob": blob })
+        .await
+        .unwrap();
     let cwd = tempfile::tempdir().unwrap();
     let out = common::mongokeep(cwd.path())
         .env("MONGODB_URI", &s.standalone_uri)
-        .args(["backup", "--repo", "./repo", "--db", &db, "--archive-part-mib", "1", "--json"])
+        .args([
+            "backup",
+            "--repo",
+            "./repo",
+            "--db",
+            &db,
+            "--archive-part-mib",
+            "1",
+            "--json",
+        ])
         .run();
     out.expect_code(0);
-    let m = common::mongokeep(cwd.path()).args(["show", "latest", "--repo", "./repo", "--json"]).run().json();
+    let m = common::mongokeep(cwd.path())
+        .args(["show", "latest", "--repo", "./repo", "--json"])
+        .run()
+        .json();
     let store = mongokeep::storage::local::LocalStore::new(cwd.path().join("repo"));
     for c in m["collections"].as_array().unwrap() {
         let name = c["name"].as_str().unwrap();
@@ -272,12 +423,23 @@ async fn a_document_near_the_16_mib_limit_and_names_that_need_escaping() {
         let stored = archive_docs(&store, &c["objects"][0], "gzip").await;
         assert!(stored == src, "{name} differs");
         let key = c["objects"][0]["key"].as_str().unwrap();
-        assert!(key.is_ascii() && !key.contains(' '), "key not escaped: {key}");
+        assert!(
+            key.is_ascii() && !key.contains(' '),
+            "key not escaped: {key}"
+        );
     }
-    let near = m["collections"].as_array().unwrap().iter().find(|c| c["name"] == "near limit").unwrap();
+    let near = m["collections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "near limit")
+        .unwrap();
     assert_eq!(near["count"], 2);
     assert!(near["bson_bytes"].as_u64().unwrap() > 16 * 1024 * 1024 - 100);
-    assert_eq!(near["parts"], 2, "the large document gets a part of its own");
+    assert_eq!(
+        near["parts"], 2,
+        "the large document gets a part of its own"
+    );
     client.database(&db).drop().await.unwrap();
 }
 
@@ -286,7 +448,12 @@ async fn configuration_precedence_flags_then_environment_then_file() {
     let s = common::services();
     let client = common::client(&s.standalone_uri).await;
     let db = common::unique("conf");
-    client.database(&db).collection::<Document>("c").insert_one(doc! { "x": 1 }).await.unwrap();
+    client
+        .database(&db)
+        .collection::<Document>("c")
+        .insert_one(doc! { "x": 1 })
+        .await
+        .unwrap();
     let cwd = tempfile::tempdir().unwrap();
     std::fs::write(cwd.path().join("uri"), format!("{}\n", s.standalone_uri)).unwrap();
     std::fs::write(
@@ -298,19 +465,41 @@ async fn configuration_precedence_flags_then_environment_then_file() {
         let p = cwd.path().join(dir).join("snapshots");
         std::fs::read_dir(p).map(|d| d.count()).unwrap_or(0)
     };
-    common::mongokeep(cwd.path()).args(["backup"]).run().expect_code(0);
+    common::mongokeep(cwd.path())
+        .args(["backup"])
+        .run()
+        .expect_code(0);
     assert_eq!(count("from-file"), 1);
-    common::mongokeep(cwd.path()).env("MONGOKEEP_REPO", "./from-env").args(["backup"]).run().expect_code(0);
+    common::mongokeep(cwd.path())
+        .env("MONGOKEEP_REPO", "./from-env")
+        .args(["backup"])
+        .run()
+        .expect_code(0);
     assert_eq!(count("from-env"), 1);
     common::mongokeep(cwd.path())
         .env("MONGOKEEP_REPO", "./from-env")
         .args(["backup", "--repo", "./from-flag", "--compression", "gzip:1"])
         .run()
         .expect_code(0);
-    assert_eq!((count("from-file"), count("from-env"), count("from-flag")), (1, 1, 1));
-    let m = common::mongokeep(cwd.path()).args(["show", "latest", "--repo", "./from-flag", "--json"]).run().json();
-    assert_eq!(m["options"]["compression"], "gzip:1", "the flag wins over the file");
-    let m = common::mongokeep(cwd.path()).args(["show", "latest", "--json"]).run().json();
-    assert_eq!(m["options"]["compression"], "none", "the file applies when nothing overrides it");
+    assert_eq!(
+        (count("from-file"), count("from-env"), count("from-flag")),
+        (1, 1, 1)
+    );
+    let m = common::mongokeep(cwd.path())
+        .args(["show", "latest", "--repo", "./from-flag", "--json"])
+        .run()
+        .json();
+    assert_eq!(
+        m["options"]["compression"], "gzip:1",
+        "the flag wins over the file"
+    );
+    let m = common::mongokeep(cwd.path())
+        .args(["show", "latest", "--json"])
+        .run()
+        .json();
+    assert_eq!(
+        m["options"]["compression"], "none",
+        "the file applies when nothing overrides it"
+    );
     client.database(&db).drop().await.unwrap();
 }

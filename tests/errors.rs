@@ -18,7 +18,11 @@ const LOCK_HELD: i32 = 6;
 async fn small_db(uri: &str) -> String {
     let db = common::unique("err");
     let c = common::client(uri).await;
-    c.database(&db).collection::<Document>("c").insert_many((0..3).map(|i| doc! { "i": i })).await.unwrap();
+    c.database(&db)
+        .collection::<Document>("c")
+        .insert_many((0..3).map(|i| doc! { "i": i }))
+        .await
+        .unwrap();
     db
 }
 
@@ -31,10 +35,20 @@ fn no_snapshot_in(dir: &std::path::Path) {
 #[test]
 fn unreachable_mongodb_is_a_source_error() {
     let cwd = tempfile::tempdir().unwrap();
-    let uri = format!("mongodb://127.0.0.1:{}/?serverSelectionTimeoutMS=1000", common::free_port());
-    let out = common::mongokeep(cwd.path()).env("MONGODB_URI", &uri).args(["backup", "--repo", "./repo"]).run();
+    let uri = format!(
+        "mongodb://127.0.0.1:{}/?serverSelectionTimeoutMS=1000",
+        common::free_port()
+    );
+    let out = common::mongokeep(cwd.path())
+        .env("MONGODB_URI", &uri)
+        .args(["backup", "--repo", "./repo"])
+        .run();
     out.expect_code(SOURCE);
-    assert!(out.stderr.contains("cannot reach MongoDB"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("cannot reach MongoDB"),
+        "{}",
+        out.stderr
+    );
     assert!(out.stderr.contains("fix:"), "{}", out.stderr);
     no_snapshot_in(&cwd.path().join("repo"));
 }
@@ -51,34 +65,64 @@ async fn wrong_mongodb_credentials_are_refused_and_no_password_is_printed() {
         .await
         .unwrap();
     let db = small_db(&s.standalone_uri).await;
-    let host = s.standalone_uri.trim_start_matches("mongodb://").trim_end_matches('/');
+    let host = s
+        .standalone_uri
+        .trim_start_matches("mongodb://")
+        .trim_end_matches('/');
     let wrong = "Wr0ng-Secret-Pa55";
     let cwd = tempfile::tempdir().unwrap();
     let out = common::mongokeep(cwd.path())
-        .env("MONGODB_URI", &format!("mongodb://{user}:{wrong}@{host}/?authSource=admin"))
+        .env(
+            "MONGODB_URI",
+            &format!("mongodb://{user}:{wrong}@{host}/?authSource=admin"),
+        )
         .args(["backup", "--repo", "./repo", "-vv"])
         .run();
     out.expect_code(SOURCE);
     assert!(out.stderr.contains("refused"), "{}", out.stderr);
-    assert!(!out.all().contains(wrong), "the password was printed:\n{}", out.all());
+    assert!(
+        !out.all().contains(wrong),
+        "the password was printed:\n{}",
+        out.all()
+    );
     no_snapshot_in(&cwd.path().join("repo"));
 
     // With the right password the backup works, and the password is nowhere: not in the
     // output, not in the logs, not in the manifest.
     let out = common::mongokeep(cwd.path())
-        .env("MONGODB_URI", &format!("mongodb://{user}:{right}@{host}/?authSource=admin"))
+        .env(
+            "MONGODB_URI",
+            &format!("mongodb://{user}:{right}@{host}/?authSource=admin"),
+        )
         .args(["backup", "--repo", "./repo", "--db", &db, "-vv", "--json"])
         .run();
     out.expect_code(0);
-    assert!(!out.all().contains(right), "the password was printed:\n{}", out.all());
-    let shown = common::mongokeep(cwd.path()).args(["show", "latest", "--repo", "./repo", "--json"]).run();
+    assert!(
+        !out.all().contains(right),
+        "the password was printed:\n{}",
+        out.all()
+    );
+    let shown = common::mongokeep(cwd.path())
+        .args(["show", "latest", "--repo", "./repo", "--json"])
+        .run();
     assert!(!shown.stdout.contains(right));
-    assert!(shown.json()["source"]["uri"].as_str().unwrap().contains(&format!("{user}:***@")));
+    assert!(shown.json()["source"]["uri"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("{user}:***@")));
     for entry in walk(&cwd.path().join("repo")) {
         let bytes = std::fs::read(&entry).unwrap();
-        assert!(!String::from_utf8_lossy(&bytes).contains(right), "password stored in {}", entry.display());
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(right),
+            "password stored in {}",
+            entry.display()
+        );
     }
-    client.database("admin").run_command(doc! { "dropUser": &user }).await.unwrap();
+    client
+        .database("admin")
+        .run_command(doc! { "dropUser": &user })
+        .await
+        .unwrap();
     client.database(&db).drop().await.unwrap();
 }
 
@@ -103,14 +147,24 @@ async fn unreachable_s3_wrong_keys_and_missing_bucket_are_repository_errors() {
         common::mongokeep(cwd.path())
             .s3(t)
             .env("MONGODB_URI", &s.standalone_uri)
-            .args(["backup", "--db", &db, "--repo", &t.repo_url(&common::unique("err"))])
+            .args([
+                "backup",
+                "--db",
+                &db,
+                "--repo",
+                &t.repo_url(&common::unique("err")),
+            ])
             .run()
     };
     let mut down = s.s3();
     down.endpoint = format!("http://127.0.0.1:{}", common::free_port());
     let out = run(&down);
     out.expect_code(REPOSITORY);
-    assert!(out.stderr.contains("cannot reach the store"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("cannot reach the store"),
+        "{}",
+        out.stderr
+    );
 
     let mut wrong = s.s3();
     wrong.secret_key = "f".repeat(64);
@@ -123,14 +177,28 @@ async fn unreachable_s3_wrong_keys_and_missing_bucket_are_repository_errors() {
     missing.bucket = "no-such-bucket-mongokeep".into();
     let out = run(&missing);
     out.expect_code(REPOSITORY);
-    assert!(out.stderr.contains("bucket no-such-bucket-mongokeep does not exist"), "{}", out.stderr);
-    common::client(&s.standalone_uri).await.database(&db).drop().await.unwrap();
+    assert!(
+        out.stderr
+            .contains("bucket no-such-bucket-mongokeep does not exist"),
+        "{}",
+        out.stderr
+    );
+    common::client(&s.standalone_uri)
+        .await
+        .database(&db)
+        .drop()
+        .await
+        .unwrap();
 }
 
 #[test]
 fn config_file_with_an_unknown_key_names_it() {
     let cwd = tempfile::tempdir().unwrap();
-    std::fs::write(cwd.path().join("mongokeep.toml"), "[backup]\ncompresion = \"none\"\n").unwrap();
+    std::fs::write(
+        cwd.path().join("mongokeep.toml"),
+        "[backup]\ncompresion = \"none\"\n",
+    )
+    .unwrap();
     let out = common::mongokeep(cwd.path()).args(["snapshots"]).run();
     out.expect_code(USAGE);
     assert!(out.stderr.contains("compresion"), "{}", out.stderr);
@@ -140,7 +208,9 @@ fn config_file_with_an_unknown_key_names_it() {
 #[test]
 fn no_source_and_bad_flags_are_usage_errors() {
     let cwd = tempfile::tempdir().unwrap();
-    let out = common::mongokeep(cwd.path()).args(["backup", "--repo", "./repo"]).run();
+    let out = common::mongokeep(cwd.path())
+        .args(["backup", "--repo", "./repo"])
+        .run();
     out.expect_code(USAGE);
     assert!(out.stderr.contains("MONGODB_URI"), "{}", out.stderr);
     let out = common::mongokeep(cwd.path())
@@ -149,7 +219,10 @@ fn no_source_and_bad_flags_are_usage_errors() {
         .run();
     out.expect_code(USAGE);
     assert!(out.stderr.contains("zip"), "{}", out.stderr);
-    common::mongokeep(cwd.path()).args(["backup", "--no-such-flag"]).run().expect_code(USAGE);
+    common::mongokeep(cwd.path())
+        .args(["backup", "--no-such-flag"])
+        .run()
+        .expect_code(USAGE);
 }
 
 #[tokio::test]
@@ -157,15 +230,31 @@ async fn a_snapshot_that_does_not_exist_lists_the_nearest() {
     let s = common::services();
     let db = small_db(&s.standalone_uri).await;
     let cwd = tempfile::tempdir().unwrap();
-    let out = common::mongokeep(cwd.path()).env("MONGODB_URI", &s.standalone_uri).args(["backup", "--repo", "./r", "--db", &db, "--json"]).run();
+    let out = common::mongokeep(cwd.path())
+        .env("MONGODB_URI", &s.standalone_uri)
+        .args(["backup", "--repo", "./r", "--db", &db, "--json"])
+        .run();
     out.expect_code(0);
     let id = out.json()["snapshot"].as_str().unwrap().to_string();
-    let out = common::mongokeep(cwd.path()).args(["show", "20200101T000000Z-0000", "--repo", "./r"]).run();
+    let out = common::mongokeep(cwd.path())
+        .args(["show", "20200101T000000Z-0000", "--repo", "./r"])
+        .run();
     out.expect_code(USAGE);
-    assert!(out.stderr.contains("does not exist") && out.stderr.contains(&id), "{}", out.stderr);
-    let empty = common::mongokeep(cwd.path()).args(["show", "latest", "--repo", "./empty"]).run();
+    assert!(
+        out.stderr.contains("does not exist") && out.stderr.contains(&id),
+        "{}",
+        out.stderr
+    );
+    let empty = common::mongokeep(cwd.path())
+        .args(["show", "latest", "--repo", "./empty"])
+        .run();
     empty.expect_code(USAGE);
-    common::client(&s.standalone_uri).await.database(&db).drop().await.unwrap();
+    common::client(&s.standalone_uri)
+        .await
+        .database(&db)
+        .drop()
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -184,10 +273,16 @@ async fn a_second_writer_gets_the_lock_held_code_and_a_stale_lock_is_ignored() {
             .run()
     };
     // Another run holds the lock (taken through the library, as a running backup would).
-    let guard = lock::acquire(&repo, "backup", chrono::Utc::now(), 42).await.unwrap();
+    let guard = lock::acquire(&repo, "backup", chrono::Utc::now(), 42)
+        .await
+        .unwrap();
     let out = backup();
     out.expect_code(LOCK_HELD);
-    assert!(out.stderr.contains("locked by another run"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("locked by another run"),
+        "{}",
+        out.stderr
+    );
     assert!(repo.list_snapshots().await.unwrap().is_empty());
     guard.release().await;
     backup().expect_code(0);
@@ -197,7 +292,12 @@ async fn a_second_writer_gets_the_lock_held_code_and_a_stale_lock_is_ignored() {
     let _crashed = lock::acquire(&repo, "backup", old, 7).await.unwrap();
     backup().expect_code(0);
     assert_eq!(repo.list_snapshots().await.unwrap().len(), 2);
-    common::client(&s.standalone_uri).await.database(&db).drop().await.unwrap();
+    common::client(&s.standalone_uri)
+        .await
+        .database(&db)
+        .drop()
+        .await
+        .unwrap();
 }
 
 /// Wait until `store` shows a multipart upload in progress under `prefix`: the backup is
@@ -213,7 +313,10 @@ async fn wait_for_upload(store: &dyn Storage, prefix: &str, child: &mut std::pro
         if let Some(status) = child.try_wait().unwrap() {
             panic!("backup ended ({status}) before it was interrupted");
         }
-        assert!(start.elapsed() < Duration::from_secs(120), "no upload started");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no upload started"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -221,7 +324,10 @@ async fn wait_for_upload(store: &dyn Storage, prefix: &str, child: &mut std::pro
 fn finish(child: std::process::Child) -> common::Done {
     let start = Instant::now();
     let out = child.wait_with_output().unwrap();
-    assert!(start.elapsed() < Duration::from_secs(180), "the backup hung after the failure");
+    assert!(
+        start.elapsed() < Duration::from_secs(180),
+        "the backup hung after the failure"
+    );
     out.into()
 }
 
@@ -235,7 +341,9 @@ async fn s3_stopped_mid_backup_leaves_no_snapshot() {
     let s = common::services();
     let db = common::unique("s3kill");
     let client = common::client(&s.rs_uri).await;
-    mongokeep::sample::seed_app(&client, &db, "orders", 120, 1).await.unwrap();
+    mongokeep::sample::seed_app(&client, &db, "orders", 120, 1)
+        .await
+        .unwrap();
     let garage = common::PrivateGarage::start();
     let t = garage.target.clone();
     let store = t.store("p").await;
@@ -254,10 +362,21 @@ async fn s3_stopped_mid_backup_leaves_no_snapshot() {
 
     garage.restart();
     let objects = common::keys(&*store, "snapshots/").await;
-    assert!(!objects.iter().any(|k| k.ends_with("manifest.json")), "a manifest appeared: {objects:?}");
-    let list = common::mongokeep(cwd.path()).s3(&t).args(["snapshots", "--repo", &t.repo_url("p"), "--json"]).run();
+    assert!(
+        !objects.iter().any(|k| k.ends_with("manifest.json")),
+        "a manifest appeared: {objects:?}"
+    );
+    let list = common::mongokeep(cwd.path())
+        .s3(&t)
+        .args(["snapshots", "--repo", &t.repo_url("p"), "--json"])
+        .run();
     list.expect_code(0);
-    assert!(list.json().as_array().unwrap().iter().all(|s| s["complete"] == false));
+    assert!(list
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["complete"] == false));
     client.database(&db).drop().await.unwrap();
 }
 
@@ -266,7 +385,9 @@ async fn mongodb_stopped_mid_backup_aborts_the_upload_and_leaves_nothing() {
     let s = common::services();
     let mongod = common::PrivateMongod::start(false);
     let client = common::client(&mongod.uri).await;
-    mongokeep::sample::seed_app(&client, "shop", "orders", 120, 2).await.unwrap();
+    mongokeep::sample::seed_app(&client, "shop", "orders", 120, 2)
+        .await
+        .unwrap();
     let t = s.s3();
     let prefix = common::unique("mongokill");
     let store = t.store(&prefix).await;
@@ -284,11 +405,21 @@ async fn mongodb_stopped_mid_backup_aborts_the_upload_and_leaves_nothing() {
     assert!(out.stderr.contains("MongoDB"), "{}", out.stderr);
     // The multipart upload was aborted, the run's objects removed, the lock released; all
     // that remains is the journal entry of the failure, naming it without the URI's secrets.
-    assert!(store.list_pending_uploads("").await.unwrap().is_empty(), "upload left pending");
+    assert!(
+        store.list_pending_uploads("").await.unwrap().is_empty(),
+        "upload left pending"
+    );
     let keys = common::keys(&*store, "").await;
     assert_eq!(keys.len(), 1, "{keys:?}");
-    assert!(keys[0].starts_with("journal/") && keys[0].contains("-backup-"), "{keys:?}");
-    let entry: serde_json::Value = serde_json::from_slice(&store.get(&keys[0]).await.unwrap()).unwrap();
+    assert!(
+        keys[0].starts_with("journal/") && keys[0].contains("-backup-"),
+        "{keys:?}"
+    );
+    let entry: serde_json::Value =
+        serde_json::from_slice(&store.get(&keys[0]).await.unwrap()).unwrap();
     assert_eq!(entry["outcome"], "failure");
-    assert!(entry["error"].as_str().unwrap().contains("MongoDB"), "{entry}");
+    assert!(
+        entry["error"].as_str().unwrap().contains("MongoDB"),
+        "{entry}"
+    );
 }

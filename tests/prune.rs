@@ -275,7 +275,11 @@ async fn sixty_snapshots_are_pruned_to_exactly_the_dry_run_plan_and_nothing_else
         .collect();
     assert_eq!(removed, planned_remove);
     let journal = common::keys(&*store, "journal/").await;
-    assert_eq!(journal.iter().filter(|k| k.contains("-prune-")).count(), 1, "prune wrote no journal entry: {journal:?}");
+    assert_eq!(
+        journal.iter().filter(|k| k.contains("-prune-")).count(),
+        1,
+        "prune wrote no journal entry: {journal:?}"
+    );
     let after = keys(&*store).await;
     let expected: BTreeSet<String> = before
         .iter()

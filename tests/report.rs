@@ -16,15 +16,23 @@ async fn a_month_of_snapshots_verifications_and_prunes_renders_in_every_format()
     let cwd = tempfile::tempdir().unwrap();
     let client = common::client(&s.rs_uri).await;
     let db = common::unique("report");
-    mongokeep::sample::seed_app(&client, &db, "orders", 1, 9).await.unwrap();
+    mongokeep::sample::seed_app(&client, &db, "orders", 1, 9)
+        .await
+        .unwrap();
     common::mongokeep(cwd.path())
         .env("MONGODB_URI", &s.rs_uri)
         .args(["backup", "--db", &db, "--repo", "./repo"])
         .run()
         .expect_code(0);
     let root = cwd.path().join("repo");
-    let real = std::fs::read_dir(root.join("snapshots")).unwrap().next().unwrap().unwrap().path();
-    let template: serde_json::Value = serde_json::from_slice(&std::fs::read(real.join("manifest.json")).unwrap()).unwrap();
+    let real = std::fs::read_dir(root.join("snapshots"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let template: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(real.join("manifest.json")).unwrap()).unwrap();
 
     // October 2026: a snapshot at 02:00 every day but the 10th, 11th and 20th; on the 20th
     // only the data of an interrupted run.
@@ -43,59 +51,123 @@ async fn a_month_of_snapshots_verifications_and_prunes_renders_in_every_format()
         std::fs::write(dir.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
         complete += 1;
     }
-    let broken = mongokeep::repository::snapshot_id(Utc.with_ymd_and_hms(2026, 10, 20, 2, 0, 0).unwrap(), 0xdead);
+    let broken = mongokeep::repository::snapshot_id(
+        Utc.with_ymd_and_hms(2026, 10, 20, 2, 0, 0).unwrap(),
+        0xdead,
+    );
     std::fs::create_dir_all(root.join(format!("snapshots/{broken}/data"))).unwrap();
-    std::fs::write(root.join(format!("snapshots/{broken}/data/x.tar.gz")), b"partial").unwrap();
+    std::fs::write(
+        root.join(format!("snapshots/{broken}/data/x.tar.gz")),
+        b"partial",
+    )
+    .unwrap();
 
-    let repo = Repository::new(mongokeep::storage::open(root.to_str().unwrap(), &Default::default()).await.unwrap());
-    let manifest = Manifest::from_json(&serde_json::to_vec(&template).unwrap(), "template").unwrap();
-    let mut good = VerifyReport::new(&manifest, "full", Utc.with_ymd_and_hms(2026, 10, 5, 3, 0, 0).unwrap());
+    let repo = Repository::new(
+        mongokeep::storage::open(root.to_str().unwrap(), &Default::default())
+            .await
+            .unwrap(),
+    );
+    let manifest =
+        Manifest::from_json(&serde_json::to_vec(&template).unwrap(), "template").unwrap();
+    let mut good = VerifyReport::new(
+        &manifest,
+        "full",
+        Utc.with_ymd_and_hms(2026, 10, 5, 3, 0, 0).unwrap(),
+    );
     good.recovery_seconds = Some(12.5);
     good.finish();
     verify::store_report(&repo, &good).await.unwrap();
-    let mut bad = VerifyReport::new(&manifest, "full", Utc.with_ymd_and_hms(2026, 10, 15, 3, 0, 0).unwrap());
-    bad.object_problems.push(format!("{db}.orders: checksum differs"));
+    let mut bad = VerifyReport::new(
+        &manifest,
+        "full",
+        Utc.with_ymd_and_hms(2026, 10, 15, 3, 0, 0).unwrap(),
+    );
+    bad.object_problems
+        .push(format!("{db}.orders: checksum differs"));
     bad.finish();
     verify::store_report(&repo, &bad).await.unwrap();
-    let mut prune = JournalEntry::new::<()>("prune", Utc.with_ymd_and_hms(2026, 10, 31, 4, 0, 0).unwrap(), &Ok(()));
+    let mut prune = JournalEntry::new::<()>(
+        "prune",
+        Utc.with_ymd_and_hms(2026, 10, 31, 4, 0, 0).unwrap(),
+        &Ok(()),
+    );
     prune.figures = serde_json::json!({ "snapshots_removed": ["20260901T020000Z-0001", "20260902T020000Z-0002"], "bytes_freed": 2_097_152 });
     journal::append(&repo, &prune).await;
-    let failed: mongokeep::Result<()> = Err(mongokeep::Error::SourceUnreachable { target: "mongodb://db1/".into(), detail: "timed out".into() });
-    journal::append(&repo, &JournalEntry::new("backup", Utc.with_ymd_and_hms(2026, 10, 11, 2, 0, 0).unwrap(), &failed)).await;
+    let failed: mongokeep::Result<()> = Err(mongokeep::Error::SourceUnreachable {
+        target: "mongodb://db1/".into(),
+        detail: "timed out".into(),
+    });
+    journal::append(
+        &repo,
+        &JournalEntry::new(
+            "backup",
+            Utc.with_ymd_and_hms(2026, 10, 11, 2, 0, 0).unwrap(),
+            &failed,
+        ),
+    )
+    .await;
 
     let report = |format: &str| {
-        let out = common::mongokeep(cwd.path()).args(["report", "--repo", "./repo", "--month", "2026-10", "--format", format]).run();
+        let out = common::mongokeep(cwd.path())
+            .args([
+                "report", "--repo", "./repo", "--month", "2026-10", "--format", format,
+            ])
+            .run();
         out.expect_code(0);
         out.stdout
     };
     let j: serde_json::Value = serde_json::from_str(&report("json")).unwrap();
     let snaps = j["snapshots"].as_array().unwrap();
     assert_eq!(snaps.len(), complete + 1);
-    assert_eq!(snaps.iter().filter(|s| s["status"] == "incomplete").count(), 1);
+    assert_eq!(
+        snaps.iter().filter(|s| s["status"] == "incomplete").count(),
+        1
+    );
     assert_eq!(snaps[2]["duration_seconds"].as_f64(), Some(63.0));
-    assert_eq!(j["gaps"], serde_json::json!(["2026-10-10", "2026-10-11", "2026-10-20"]));
+    assert_eq!(
+        j["gaps"],
+        serde_json::json!(["2026-10-10", "2026-10-11", "2026-10-20"])
+    );
     let v = j["verifications"].as_array().unwrap();
     assert_eq!(v.len(), 2);
-    assert_eq!((v[0]["result"].as_str(), v[0]["recovery_seconds"].as_f64()), (Some("passed"), Some(12.5)));
+    assert_eq!(
+        (v[0]["result"].as_str(), v[0]["recovery_seconds"].as_f64()),
+        (Some("passed"), Some(12.5))
+    );
     assert_eq!(v[1]["result"], "failed");
-    assert_eq!(v[1]["problems"][0], format!("{db}.orders: checksum differs"));
+    assert_eq!(
+        v[1]["problems"][0],
+        format!("{db}.orders: checksum differs")
+    );
     assert_eq!(j["prunes"][0]["removed"].as_array().unwrap().len(), 2);
     assert_eq!(j["failures"].as_array().unwrap().len(), 1);
     assert_eq!(j["failures"][0]["operation"], "backup");
 
     let md = report("md");
-    assert!(md.contains("## Days without a successful backup\n\n2026-10-10, 2026-10-11, 2026-10-20"), "{md}");
+    assert!(
+        md.contains("## Days without a successful backup\n\n2026-10-10, 2026-10-11, 2026-10-20"),
+        "{md}"
+    );
     assert!(md.contains("| failed |") && md.contains("12.5 s"), "{md}");
     assert!(md.contains("removed 2 snapshot(s)"), "{md}");
 
     let html = report("html");
     assert!(html.starts_with("<!DOCTYPE html>") && html.contains("@media print"));
     let svg = &html[html.find("<svg").expect("an inline chart")..html.find("</svg>").unwrap()];
-    assert_eq!(svg.matches("<rect").count(), complete + 1, "one bar per snapshot");
+    assert_eq!(
+        svg.matches("<rect").count(),
+        complete + 1,
+        "one bar per snapshot"
+    );
     assert!(svg.contains("<polyline"), "no duration line");
-    assert!(!html.contains("src=") && !html.contains("href="), "external assets in the page");
+    assert!(
+        !html.contains("src=") && !html.contains("href="),
+        "external assets in the page"
+    );
 
-    let out = common::mongokeep(cwd.path()).args(["report", "--repo", "./repo", "--month", "2026-13"]).run();
+    let out = common::mongokeep(cwd.path())
+        .args(["report", "--repo", "./repo", "--month", "2026-13"])
+        .run();
     out.expect_code(2);
     assert!(out.stderr.contains("YYYY-MM"), "{}", out.stderr);
     client.database(&db).drop().await.unwrap();

@@ -42,7 +42,9 @@ async fn docs_by_id(client: &Client, db: &str, coll: &str) -> BTreeMap<Vec<u8>, 
         .into_iter()
         .map(|d| {
             let id = d.get("_id").unwrap().expect("every document has an _id");
-            let id = mongodb::bson::to_vec(&doc! { "_id": Bson::try_from(id.to_raw_bson()).unwrap() }).unwrap();
+            let id =
+                mongodb::bson::to_vec(&doc! { "_id": Bson::try_from(id.to_raw_bson()).unwrap() })
+                    .unwrap();
             (id, d.into_bytes())
         })
         .collect();
@@ -69,9 +71,16 @@ async fn indexes(client: &Client, db: &str, coll: &str) -> Vec<Document> {
 /// dbHash per collection. `system.views` is left out: its `_id`s name the database, which
 /// a restore under another name changes (the views themselves are compared by options).
 async fn db_hash(client: &Client, db: &str) -> Document {
-    let r = client.database(db).run_command(doc! { "dbHash": 1 }).await.unwrap();
+    let r = client
+        .database(db)
+        .run_command(doc! { "dbHash": 1 })
+        .await
+        .unwrap();
     let mut c = r.get_document("collections").unwrap().clone();
-    assert!(c.remove("system.views").is_some(), "dbHash of {db} has no system.views: {c}");
+    assert!(
+        c.remove("system.views").is_some(),
+        "dbHash of {db} has no system.views: {c}"
+    );
     c
 }
 
@@ -80,28 +89,54 @@ async fn db_hash(client: &Client, db: &str) -> Document {
 async fn assert_same_database(src: &Client, src_db: &str, dst: &Client, dst_db: &str) {
     let a = collections(src, src_db).await;
     let b = collections(dst, dst_db).await;
-    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>(), "namespaces differ");
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>(),
+        "namespaces differ"
+    );
     let mut compared = 0;
     for (name, spec) in &a {
         let other = &b[name];
         let kind = spec.get_str("type").unwrap();
         assert_eq!(kind, other.get_str("type").unwrap(), "type of {name}");
-        assert_eq!(spec.get_document("options").unwrap(), other.get_document("options").unwrap(), "options of {name}");
+        assert_eq!(
+            spec.get_document("options").unwrap(),
+            other.get_document("options").unwrap(),
+            "options of {name}"
+        );
         if kind == "view" {
             continue;
         }
         if kind == "collection" {
-            let (x, y) = (docs_by_id(src, src_db, name).await, docs_by_id(dst, dst_db, name).await);
+            let (x, y) = (
+                docs_by_id(src, src_db, name).await,
+                docs_by_id(dst, dst_db, name).await,
+            );
             assert_eq!(x.len(), y.len(), "document count of {name}");
             for (id, d) in &x {
-                assert_eq!(Some(d), y.get(id), "{name}: document {id:?} differs or is missing");
+                assert_eq!(
+                    Some(d),
+                    y.get(id),
+                    "{name}: document {id:?} differs or is missing"
+                );
             }
             compared += x.len();
         }
-        assert_eq!(indexes(src, src_db, name).await, indexes(dst, dst_db, name).await, "indexes of {name}");
+        assert_eq!(
+            indexes(src, src_db, name).await,
+            indexes(dst, dst_db, name).await,
+            "indexes of {name}"
+        );
     }
-    let expected: u64 = mongokeep::sample::RICH_COLLECTIONS.iter().filter(|(n, _)| *n != "metrics").map(|(_, c)| c).sum();
-    assert!(compared as u64 >= expected, "only {compared} documents compared");
+    let expected: u64 = mongokeep::sample::RICH_COLLECTIONS
+        .iter()
+        .filter(|(n, _)| *n != "metrics")
+        .map(|(_, c)| c)
+        .sum();
+    assert!(
+        compared as u64 >= expected,
+        "only {compared} documents compared"
+    );
     let (ha, hb) = (db_hash(src, src_db).await, db_hash(dst, dst_db).await);
     assert!(!ha.is_empty());
     assert_eq!(ha, hb, "dbHash differs");
@@ -133,13 +168,21 @@ async fn rich_database_restored_into_another_server_is_identical() {
         .s3(&s.s3())
         .env("MONGOKEEP_TARGET_URI", &s.standalone_uri)
         .args(["restore", "--snapshot", &id, "--repo", &repo, "--json"])
-        .args(["--ns-from", &format!("{db}.*"), "--ns-to", &format!("{target_db}.*")])
+        .args([
+            "--ns-from",
+            &format!("{db}.*"),
+            "--ns-to",
+            &format!("{target_db}.*"),
+        ])
         .run();
     out.expect_code(0);
     let summary = out.json();
     assert_eq!(summary["snapshot"], id.as_str());
     assert_eq!(summary["views"], 1);
-    let docs: u64 = mongokeep::sample::RICH_COLLECTIONS.iter().map(|(n, c)| if *n == "metrics" { 0 } else { *c }).sum();
+    let docs: u64 = mongokeep::sample::RICH_COLLECTIONS
+        .iter()
+        .map(|(n, c)| if *n == "metrics" { 0 } else { *c })
+        .sum();
     assert!(summary["documents"].as_u64().unwrap() > docs, "{summary}");
 
     let src = common::client(&s.rs_uri).await;
@@ -164,15 +207,35 @@ async fn export_restored_by_the_official_mongorestore_is_identical() {
     let out_dir = cwd.path().join("dump");
     let out = common::mongokeep(cwd.path())
         .s3(&s.s3())
-        .args(["export", "--snapshot", &id, "--repo", &repo, "--out", out_dir.to_str().unwrap(), "--json"])
+        .args([
+            "export",
+            "--snapshot",
+            &id,
+            "--repo",
+            &repo,
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--json",
+        ])
         .run();
     out.expect_code(0);
     assert_eq!(out.json()["views"], 1);
     let target_db = common::unique("mongorestored");
-    let tools = std::env::var("MONGOKEEP_TEST_TOOLS").expect("MONGOKEEP_TEST_TOOLS: run with scripts/test.sh");
+    let tools = std::env::var("MONGOKEEP_TEST_TOOLS")
+        .expect("MONGOKEEP_TEST_TOOLS: run with scripts/test.sh");
     let mr = std::process::Command::new(format!("{tools}/mongorestore"))
-        .args(["--uri", &s.standalone_uri, "--dir", out_dir.to_str().unwrap()])
-        .args(["--nsFrom", &format!("{db}.*"), "--nsTo", &format!("{target_db}.*")])
+        .args([
+            "--uri",
+            &s.standalone_uri,
+            "--dir",
+            out_dir.to_str().unwrap(),
+        ])
+        .args([
+            "--nsFrom",
+            &format!("{db}.*"),
+            "--nsTo",
+            &format!("{target_db}.*"),
+        ])
         .output()
         .unwrap();
     let log = String::from_utf8_lossy(&mr.stderr);
@@ -210,20 +273,43 @@ async fn existing_data_is_refused_and_drop_replaces_only_the_selection() {
     // The target already holds documents in one of the snapshot's collections, and in one
     // collection the snapshot does not have.
     let t = dst.database(&target_db);
-    t.collection::<Document>("indexed").insert_one(doc! { "_id": "local", "keep": false }).await.unwrap();
-    t.collection::<Document>("unrelated").insert_one(doc! { "_id": 1 }).await.unwrap();
+    t.collection::<Document>("indexed")
+        .insert_one(doc! { "_id": "local", "keep": false })
+        .await
+        .unwrap();
+    t.collection::<Document>("unrelated")
+        .insert_one(doc! { "_id": 1 })
+        .await
+        .unwrap();
 
     // Dry run: prints the plan, refuses, writes nothing.
     let out = restore(&["--dry-run"]);
     out.expect_code(USAGE);
-    assert!(out.stdout.contains("REFUSED") && out.stdout.contains(&format!("{target_db}.indexed")), "{}", out.all());
-    assert!(out.stderr.contains("holds documents, about 1"), "{}", out.stderr);
-    assert_eq!(collections(&dst, &target_db).await.len(), 2, "the dry run wrote something");
+    assert!(
+        out.stdout.contains("REFUSED") && out.stdout.contains(&format!("{target_db}.indexed")),
+        "{}",
+        out.all()
+    );
+    assert!(
+        out.stderr.contains("holds documents, about 1"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        collections(&dst, &target_db).await.len(),
+        2,
+        "the dry run wrote something"
+    );
 
     // Without --drop: refused, naming the collection, nothing written.
     let out = restore(&[]);
     out.expect_code(USAGE);
-    assert!(out.stderr.contains(&format!("{target_db}.indexed (holds documents, about 1)")), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("{target_db}.indexed (holds documents, about 1)")),
+        "{}",
+        out.stderr
+    );
     assert!(out.stderr.contains("--drop"), "{}", out.stderr);
     assert_eq!(collections(&dst, &target_db).await.len(), 2);
 
@@ -233,17 +319,42 @@ async fn existing_data_is_refused_and_drop_replaces_only_the_selection() {
     assert_eq!(out.json()["collections"], 1);
     let names: Vec<String> = collections(&dst, &target_db).await.into_keys().collect();
     assert_eq!(names, ["indexed", "unrelated"]);
-    assert_eq!(t.collection::<Document>("indexed").count_documents(doc! { "_id": "local" }).await.unwrap(), 0);
-    assert_eq!(t.collection::<Document>("indexed").count_documents(doc! {}).await.unwrap(), 200);
-    assert_eq!(t.collection::<Document>("unrelated").count_documents(doc! {}).await.unwrap(), 1);
+    assert_eq!(
+        t.collection::<Document>("indexed")
+            .count_documents(doc! { "_id": "local" })
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        t.collection::<Document>("indexed")
+            .count_documents(doc! {})
+            .await
+            .unwrap(),
+        200
+    );
+    assert_eq!(
+        t.collection::<Document>("unrelated")
+            .count_documents(doc! {})
+            .await
+            .unwrap(),
+        1
+    );
 
     // A dry run in JSON lists what would be created.
-    let out = restore(&["--dry-run", "--json", "--ns-exclude", &format!("{db}.indexed")]);
+    let out = restore(&[
+        "--dry-run",
+        "--json",
+        "--ns-exclude",
+        &format!("{db}.indexed"),
+    ]);
     out.expect_code(0);
     let plan = out.json();
     let items = plan["items"].as_array().unwrap();
     assert!(items.iter().all(|i| i["action"] == "create"), "{plan}");
-    assert!(items.iter().any(|i| i["target_name"] == "big_doc" && i["documents"] == 1));
+    assert!(items
+        .iter()
+        .any(|i| i["target_name"] == "big_doc" && i["documents"] == 1));
     assert_eq!(collections(&dst, &target_db).await.len(), 2);
 
     // Two sources onto one target: refused before anything is written.
@@ -251,29 +362,66 @@ async fn existing_data_is_refused_and_drop_replaces_only_the_selection() {
         .s3(&s.s3())
         .env("MONGOKEEP_TARGET_URI", &s.standalone_uri)
         .args(["restore", "--snapshot", &id, "--repo", &repo])
-        .args(["--ns-from", &format!("{db}.indexed"), "--ns-to", &format!("{target_db}.same")])
-        .args(["--ns-from", &format!("{db}.collated"), "--ns-to", &format!("{target_db}.same")])
+        .args([
+            "--ns-from",
+            &format!("{db}.indexed"),
+            "--ns-to",
+            &format!("{target_db}.same"),
+        ])
+        .args([
+            "--ns-from",
+            &format!("{db}.collated"),
+            "--ns-to",
+            &format!("{target_db}.same"),
+        ])
         .run();
     out.expect_code(USAGE);
-    assert!(out.stderr.contains("would both be restored into"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("would both be restored into"),
+        "{}",
+        out.stderr
+    );
     assert_eq!(collections(&dst, &target_db).await.len(), 2);
 
     dst.database(&target_db).drop().await.unwrap();
-    common::client(&s.rs_uri).await.database(&db).drop().await.unwrap();
+    common::client(&s.rs_uri)
+        .await
+        .database(&db)
+        .drop()
+        .await
+        .unwrap();
 }
 
 /// A small snapshot in a local folder: (db, repo path, snapshot id, manifest).
-async fn local_snapshot(s: &common::Services, cwd: &std::path::Path, compression: &str) -> (String, String, serde_json::Value) {
+async fn local_snapshot(
+    s: &common::Services,
+    cwd: &std::path::Path,
+    compression: &str,
+) -> (String, String, serde_json::Value) {
     let client = common::client(&s.rs_uri).await;
     let db = common::unique("bad");
-    mongokeep::sample::seed_app(&client, &db, "orders", 2, 3).await.unwrap();
+    mongokeep::sample::seed_app(&client, &db, "orders", 2, 3)
+        .await
+        .unwrap();
     let out = common::mongokeep(cwd)
         .env("MONGODB_URI", &s.rs_uri)
-        .args(["backup", "--db", &db, "--repo", "./repo", "--json", "--compression", compression])
+        .args([
+            "backup",
+            "--db",
+            &db,
+            "--repo",
+            "./repo",
+            "--json",
+            "--compression",
+            compression,
+        ])
         .run();
     out.expect_code(0);
     let id = out.json()["snapshot"].as_str().unwrap().to_string();
-    let m = common::mongokeep(cwd).args(["show", &id, "--repo", "./repo", "--json"]).run().json();
+    let m = common::mongokeep(cwd)
+        .args(["show", &id, "--repo", "./repo", "--json"])
+        .run()
+        .json();
     (db, id, m)
 }
 
@@ -292,7 +440,11 @@ async fn unknown_and_incomplete_snapshots_are_refused() {
     let (db, id, _) = local_snapshot(&s, cwd.path(), "gzip").await;
     let out = restore_into(cwd.path(), &s.standalone_uri, "20200101T000000Z-0000", &[]);
     out.expect_code(USAGE);
-    assert!(out.stderr.contains("does not exist") && out.stderr.contains(&id), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("does not exist") && out.stderr.contains(&id),
+        "{}",
+        out.stderr
+    );
 
     // A snapshot folder without a manifest: what an interrupted backup leaves.
     let broken = "20261101T020000Z-dead";
@@ -301,12 +453,24 @@ async fn unknown_and_incomplete_snapshots_are_refused() {
     std::fs::write(dir.join("y.tar.gz"), b"partial").unwrap();
     let out = restore_into(cwd.path(), &s.standalone_uri, broken, &[]);
     out.expect_code(USAGE);
-    assert!(out.stderr.contains("incomplete") && out.stderr.contains("did not finish"), "{}", out.stderr);
-    common::client(&s.rs_uri).await.database(&db).drop().await.unwrap();
+    assert!(
+        out.stderr.contains("incomplete") && out.stderr.contains("did not finish"),
+        "{}",
+        out.stderr
+    );
+    common::client(&s.rs_uri)
+        .await
+        .database(&db)
+        .drop()
+        .await
+        .unwrap();
 }
 
 /// The archive object of the snapshot's one collection, on disk.
-fn archive_path(cwd: &std::path::Path, m: &serde_json::Value) -> (std::path::PathBuf, serde_json::Value) {
+fn archive_path(
+    cwd: &std::path::Path,
+    m: &serde_json::Value,
+) -> (std::path::PathBuf, serde_json::Value) {
     let obj = m["collections"][0]["objects"][0].clone();
     (cwd.join("repo").join(obj["key"].as_str().unwrap()), obj)
 }
@@ -324,20 +488,52 @@ async fn a_flipped_byte_is_a_mismatch_naming_the_object_and_both_checksums() {
         std::fs::write(&path, &bytes).unwrap();
         let target_db = common::unique("flipped");
         let map = [&format!("{db}.*")[..], &format!("{target_db}.*")[..]];
-        let out = restore_into(cwd.path(), &s.standalone_uri, &id, &["--ns-from", map[0], "--ns-to", map[1]]);
+        let out = restore_into(
+            cwd.path(),
+            &s.standalone_uri,
+            &id,
+            &["--ns-from", map[0], "--ns-to", map[1]],
+        );
         out.expect_code(MISMATCH);
         let key = obj["key"].as_str().unwrap();
         assert!(out.stderr.contains(key), "{}", out.stderr);
-        assert!(out.stderr.contains(&format!("expected sha256 {}", obj["sha256"].as_str().unwrap())), "{}", out.stderr);
+        assert!(
+            out.stderr.contains(&format!(
+                "expected sha256 {}",
+                obj["sha256"].as_str().unwrap()
+            )),
+            "{}",
+            out.stderr
+        );
         assert!(out.stderr.contains("found sha256 "), "{}", out.stderr);
 
         // export checks the same way, and leaves no .bson that looks whole.
-        let out = common::mongokeep(cwd.path()).args(["export", "--snapshot", &id, "--repo", "./repo", "--out", "dump"]).run();
+        let out = common::mongokeep(cwd.path())
+            .args([
+                "export",
+                "--snapshot",
+                &id,
+                "--repo",
+                "./repo",
+                "--out",
+                "dump",
+            ])
+            .run();
         out.expect_code(MISMATCH);
         assert!(out.stderr.contains(key), "{}", out.stderr);
         assert!(!cwd.path().join(format!("dump/{db}/orders.bson")).exists());
-        common::client(&s.standalone_uri).await.database(&target_db).drop().await.unwrap();
-        common::client(&s.rs_uri).await.database(&db).drop().await.unwrap();
+        common::client(&s.standalone_uri)
+            .await
+            .database(&target_db)
+            .drop()
+            .await
+            .unwrap();
+        common::client(&s.rs_uri)
+            .await
+            .database(&db)
+            .drop()
+            .await
+            .unwrap();
     }
 }
 
@@ -350,12 +546,41 @@ async fn a_truncated_archive_is_a_mismatch() {
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() * 2 / 3]).unwrap();
     let target_db = common::unique("truncated");
-    let out = restore_into(cwd.path(), &s.standalone_uri, &id, &["--ns-from", &format!("{db}.*"), "--ns-to", &format!("{target_db}.*")]);
+    let out = restore_into(
+        cwd.path(),
+        &s.standalone_uri,
+        &id,
+        &[
+            "--ns-from",
+            &format!("{db}.*"),
+            "--ns-to",
+            &format!("{target_db}.*"),
+        ],
+    );
     out.expect_code(MISMATCH);
-    assert!(out.stderr.contains(obj["key"].as_str().unwrap()), "{}", out.stderr);
-    assert!(out.stderr.contains(&format!("expected {} bytes", obj["size"])), "{}", out.stderr);
-    common::client(&s.standalone_uri).await.database(&target_db).drop().await.unwrap();
-    common::client(&s.rs_uri).await.database(&db).drop().await.unwrap();
+    assert!(
+        out.stderr.contains(obj["key"].as_str().unwrap()),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains(&format!("expected {} bytes", obj["size"])),
+        "{}",
+        out.stderr
+    );
+    common::client(&s.standalone_uri)
+        .await
+        .database(&target_db)
+        .drop()
+        .await
+        .unwrap();
+    common::client(&s.rs_uri)
+        .await
+        .database(&db)
+        .drop()
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -363,10 +588,17 @@ async fn unreachable_and_read_only_targets_are_target_errors() {
     let s = common::services();
     let cwd = tempfile::tempdir().unwrap();
     let (db, id, _) = local_snapshot(&s, cwd.path(), "gzip").await;
-    let dead = format!("mongodb://127.0.0.1:{}/?serverSelectionTimeoutMS=1000", common::free_port());
+    let dead = format!(
+        "mongodb://127.0.0.1:{}/?serverSelectionTimeoutMS=1000",
+        common::free_port()
+    );
     let out = restore_into(cwd.path(), &dead, &id, &[]);
     out.expect_code(TARGET);
-    assert!(out.stderr.contains("cannot reach MongoDB"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("cannot reach MongoDB"),
+        "{}",
+        out.stderr
+    );
 
     // A server with authentication on, and a user that may only read.
     let mongod = common::PrivateMongod::start_with(&["--auth"]);
@@ -378,17 +610,34 @@ async fn unreachable_and_read_only_targets_are_target_errors() {
         .run_command(doc! { "createUser": "root", "pwd": admin_pw, "roles": ["root"] })
         .await
         .unwrap();
-    let root = common::client(&format!("mongodb://root:{admin_pw}@{host}/?authSource=admin")).await;
+    let root = common::client(&format!(
+        "mongodb://root:{admin_pw}@{host}/?authSource=admin"
+    ))
+    .await;
     let reader_pw = "Read3r-Pa55word";
     root.database("admin")
         .run_command(doc! { "createUser": "reader", "pwd": reader_pw, "roles": [{ "role": "readAnyDatabase", "db": "admin" }] })
         .await
         .unwrap();
-    let out = restore_into(cwd.path(), &format!("mongodb://reader:{reader_pw}@{host}/?authSource=admin"), &id, &[]);
+    let out = restore_into(
+        cwd.path(),
+        &format!("mongodb://reader:{reader_pw}@{host}/?authSource=admin"),
+        &id,
+        &[],
+    );
     out.expect_code(TARGET);
     assert!(out.stderr.contains("refused"), "{}", out.stderr);
-    assert!(!out.all().contains(reader_pw), "password printed: {}", out.all());
-    common::client(&s.rs_uri).await.database(&db).drop().await.unwrap();
+    assert!(
+        !out.all().contains(reader_pw),
+        "password printed: {}",
+        out.all()
+    );
+    common::client(&s.rs_uri)
+        .await
+        .database(&db)
+        .drop()
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -397,38 +646,71 @@ async fn a_target_stopped_mid_restore_fails_clearly_and_a_rerun_with_drop_comple
     let cwd = tempfile::tempdir().unwrap();
     let src = common::client(&s.rs_uri).await;
     let db = common::unique("midrestore");
-    mongokeep::sample::seed_app(&src, &db, "orders", 100, 4).await.unwrap();
+    mongokeep::sample::seed_app(&src, &db, "orders", 100, 4)
+        .await
+        .unwrap();
     common::mongokeep(cwd.path())
         .env("MONGODB_URI", &s.rs_uri)
-        .args(["backup", "--db", &db, "--repo", "./repo", "--compression", "gzip:1"])
+        .args([
+            "backup",
+            "--db",
+            &db,
+            "--repo",
+            "./repo",
+            "--compression",
+            "gzip:1",
+        ])
         .run()
         .expect_code(0);
-    let expected = src.database(&db).collection::<Document>("orders").estimated_document_count().await.unwrap();
+    let expected = src
+        .database(&db)
+        .collection::<Document>("orders")
+        .estimated_document_count()
+        .await
+        .unwrap();
 
     let mongod = common::PrivateMongod::start(false);
     let target = common::client(&mongod.uri).await;
     let mut child = common::mongokeep(cwd.path())
         .env("MONGOKEEP_TARGET_URI", &mongod.uri)
-        .args(["restore", "--snapshot", "latest", "--repo", "./repo", "--insert-workers", "1"])
+        .args([
+            "restore",
+            "--snapshot",
+            "latest",
+            "--repo",
+            "./repo",
+            "--insert-workers",
+            "1",
+        ])
         .spawn();
     let coll = target.database(&db).collection::<Document>("orders");
     let start = Instant::now();
     loop {
         let n = coll.estimated_document_count().await.unwrap_or(0);
         if n > 0 {
-            assert!(n < expected, "the restore finished before the server was stopped");
+            assert!(
+                n < expected,
+                "the restore finished before the server was stopped"
+            );
             break;
         }
         if let Some(status) = child.try_wait().unwrap() {
             panic!("restore ended ({status}) before any document arrived");
         }
-        assert!(start.elapsed() < Duration::from_secs(120), "no document arrived");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no document arrived"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     mongod.kill();
     let out: common::Done = child.wait_with_output().unwrap().into();
     out.expect_code(TARGET);
-    assert!(out.stderr.contains("MongoDB") && out.stderr.contains(&format!("{db}.orders")), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("MongoDB") && out.stderr.contains(&format!("{db}.orders")),
+        "{}",
+        out.stderr
+    );
 
     mongod.restart();
     // Half a collection is there now: a plain rerun refuses, a rerun with --drop completes.
@@ -437,6 +719,14 @@ async fn a_target_stopped_mid_restore_fails_clearly_and_a_rerun_with_drop_comple
     out.expect_code(0);
     assert_eq!(out.json()["documents"].as_u64(), Some(expected));
     let target = common::client(&mongod.uri).await;
-    assert_eq!(target.database(&db).collection::<Document>("orders").count_documents(doc! {}).await.unwrap(), expected);
+    assert_eq!(
+        target
+            .database(&db)
+            .collection::<Document>("orders")
+            .count_documents(doc! {})
+            .await
+            .unwrap(),
+        expected
+    );
     src.database(&db).drop().await.unwrap();
 }

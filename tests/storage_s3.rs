@@ -5,7 +5,6 @@ mod common;
 
 use mongokeep::storage::{Storage, StorageError};
 
-
 #[tokio::test]
 async fn s3_store_passes_the_conformance_suite() {
     let s = common::services();
@@ -50,6 +49,11 @@ async fn s3_store_with_checksums_when_required_passes_the_conformance_suite() {
         static_credentials: Some((t.access_key.clone(), t.secret_key.clone())),
         ..Default::default()
     };
-    let store = mongokeep::storage::s3::S3Store::new(&t.bucket, &common::unique("conf-when-required"), &settings).await;
+    let store = mongokeep::storage::s3::S3Store::new(
+        &t.bucket,
+        &common::unique("conf-when-required"),
+        &settings,
+    )
+    .await;
     mongokeep::storage::conformance::run_all(&store).await;
 }

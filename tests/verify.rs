@@ -19,8 +19,15 @@ const MISMATCH: i32 = 5;
 const STALE: i32 = 7;
 
 async fn databases_with_prefix(uri: &str, prefix: &str) -> Vec<String> {
-    let names = common::client(uri).await.list_database_names().await.unwrap();
-    names.into_iter().filter(|n| n.starts_with(prefix)).collect()
+    let names = common::client(uri)
+        .await
+        .list_database_names()
+        .await
+        .unwrap();
+    names
+        .into_iter()
+        .filter(|n| n.starts_with(prefix))
+        .collect()
 }
 
 #[tokio::test]
@@ -46,7 +53,16 @@ async fn a_good_snapshot_passes_and_a_flipped_byte_fails_quick_and_full_verifica
     let out = common::mongokeep(cwd.path())
         .s3(&t)
         .env("MONGODB_URI", &s.rs_uri)
-        .args(["--repo", &repo, "--metrics-file", "m.prom", "backup", "--db", &db, "--json"])
+        .args([
+            "--repo",
+            &repo,
+            "--metrics-file",
+            "m.prom",
+            "backup",
+            "--db",
+            &db,
+            "--json",
+        ])
         .run();
     out.expect_code(0);
     let id = out.json()["snapshot"].as_str().unwrap().to_string();
@@ -58,31 +74,82 @@ async fn a_good_snapshot_passes_and_a_flipped_byte_fails_quick_and_full_verifica
 
     let scratch_prefix = common::unique("scr");
     let scratch = format!("{}{scratch_prefix}", s.standalone_uri);
-    let full = run(&["verify", "--snapshot", &id, "--scratch", &scratch, "--json", "--report-out", "report.json", "--compare-source", &s.rs_uri]);
+    let full = run(&[
+        "verify",
+        "--snapshot",
+        &id,
+        "--scratch",
+        &scratch,
+        "--json",
+        "--report-out",
+        "report.json",
+        "--compare-source",
+        &s.rs_uri,
+    ]);
     full.expect_code(0);
     let r = full.json();
     assert_eq!(r["snapshot"], id.as_str());
     assert_eq!(r["result"], "passed");
     assert!(r["recovery_seconds"].as_f64().unwrap() > 0.0);
     let checks = r["collections"].as_array().unwrap();
-    assert_eq!(checks.len(), mongokeep::sample::RICH_COLLECTIONS.len() + 1, "{r}");
-    assert!(checks.iter().all(|c| c["result"] == "passed" && c["problems"].as_array().unwrap().is_empty()));
+    assert_eq!(
+        checks.len(),
+        mongokeep::sample::RICH_COLLECTIONS.len() + 1,
+        "{r}"
+    );
+    assert!(checks
+        .iter()
+        .all(|c| c["result"] == "passed" && c["problems"].as_array().unwrap().is_empty()));
     let indexed = checks.iter().find(|c| c["name"] == "indexed").unwrap();
-    assert_eq!((indexed["count_actual"].as_u64(), indexed["count_expected"].as_u64()), (Some(200), Some(200)));
+    assert_eq!(
+        (
+            indexed["count_actual"].as_u64(),
+            indexed["count_expected"].as_u64()
+        ),
+        (Some(200), Some(200))
+    );
     assert_eq!(indexed["digest_actual"], indexed["digest_expected"]);
-    assert!(r["drift"].as_array().unwrap().iter().all(|d| d["snapshot_count"] == d["source_count"]));
-    assert_eq!(std::fs::read_to_string(cwd.path().join("report.json")).map(|x| serde_json::from_str::<serde_json::Value>(&x).unwrap()).unwrap(), r);
-    assert!(databases_with_prefix(&s.standalone_uri, &scratch_prefix).await.is_empty(), "scratch databases left behind");
+    assert!(r["drift"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|d| d["snapshot_count"] == d["source_count"]));
+    assert_eq!(
+        std::fs::read_to_string(cwd.path().join("report.json"))
+            .map(|x| serde_json::from_str::<serde_json::Value>(&x).unwrap())
+            .unwrap(),
+        r
+    );
+    assert!(
+        databases_with_prefix(&s.standalone_uri, &scratch_prefix)
+            .await
+            .is_empty(),
+        "scratch databases left behind"
+    );
     let store = t.store(&prefix).await;
     let reports = common::keys(&*store, &format!("reports/verify/{id}/")).await;
-    assert_eq!(reports.iter().filter(|k| k.ends_with(".json")).count(), 2, "{reports:?}");
-    assert_eq!(reports.iter().filter(|k| k.ends_with(".md")).count(), 2, "{reports:?}");
+    assert_eq!(
+        reports.iter().filter(|k| k.ends_with(".json")).count(),
+        2,
+        "{reports:?}"
+    );
+    assert_eq!(
+        reports.iter().filter(|k| k.ends_with(".md")).count(),
+        2,
+        "{reports:?}"
+    );
     run(&["status", "--max-age", "1h", "--max-verify-age", "1h"]).expect_code(0);
     run(&["status", "--max-age", "0s"]).expect_code(STALE);
 
     // Flip one byte of one archive in the bucket: both verifications fail, naming it.
     let m = run(&["show", &id, "--json"]).json();
-    let obj = m["collections"].as_array().unwrap().iter().find(|c| c["name"] == "indexed").unwrap()["objects"][0].clone();
+    let obj = m["collections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "indexed")
+        .unwrap()["objects"][0]
+        .clone();
     let key = obj["key"].as_str().unwrap();
     let mut data = store.get(key).await.unwrap().to_vec();
     let at = data.len() / 3;
@@ -96,10 +163,21 @@ async fn a_good_snapshot_passes_and_a_flipped_byte_fails_quick_and_full_verifica
         let r = out.json();
         assert_eq!(r["result"], "failed");
         let problems = r["object_problems"].as_array().unwrap();
-        assert!(problems.iter().any(|p| p.as_str().unwrap().contains(key) && p.as_str().unwrap().contains(obj["sha256"].as_str().unwrap())), "{r}");
+        assert!(
+            problems.iter().any(|p| p.as_str().unwrap().contains(key)
+                && p.as_str()
+                    .unwrap()
+                    .contains(obj["sha256"].as_str().unwrap())),
+            "{r}"
+        );
         assert!(out.stderr.contains("FAILED"), "{}", out.stderr);
     }
-    assert!(databases_with_prefix(&s.standalone_uri, "mkverify_").await.is_empty(), "scratch databases left behind");
+    assert!(
+        databases_with_prefix(&s.standalone_uri, "mkverify_")
+            .await
+            .is_empty(),
+        "scratch databases left behind"
+    );
     // Status now: the newest passed verification is still the earlier one.
     let st = run(&["status", "--json", "--max-verify-age", "1h"]);
     st.expect_code(0);
@@ -107,11 +185,36 @@ async fn a_good_snapshot_passes_and_a_flipped_byte_fails_quick_and_full_verifica
 
     // The journal lists every operation; the metrics file has the verification's result.
     let j = run(&["journal", "--json", "--since", "1d"]).json();
-    let ops: Vec<(&str, &str)> = j.as_array().unwrap().iter().map(|e| (e["operation"].as_str().unwrap(), e["outcome"].as_str().unwrap())).collect();
-    assert_eq!(ops, [("backup", "success"), ("verify", "success"), ("verify", "success"), ("verify", "failure"), ("verify", "failure")]);
+    let ops: Vec<(&str, &str)> = j
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["operation"].as_str().unwrap(),
+                e["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            ("backup", "success"),
+            ("verify", "success"),
+            ("verify", "success"),
+            ("verify", "failure"),
+            ("verify", "failure")
+        ]
+    );
     let prom = std::fs::read_to_string(cwd.path().join("m.prom")).unwrap();
-    assert!(prom.contains("mongokeep_last_verification_passed 0\n"), "{prom}");
-    assert!(prom.contains("mongokeep_last_success_timestamp_seconds{operation=\"backup\"}"), "{prom}");
+    assert!(
+        prom.contains("mongokeep_last_verification_passed 0\n"),
+        "{prom}"
+    );
+    assert!(
+        prom.contains("mongokeep_last_success_timestamp_seconds{operation=\"backup\"}"),
+        "{prom}"
+    );
     client.database(&db).drop().await.unwrap();
 }
 
@@ -128,7 +231,14 @@ async fn a_deleted_document_and_a_missing_index_are_named_per_collection() {
         .args(["backup", "--db", &db, "--repo", "./repo"])
         .run()
         .expect_code(0);
-    let repo = Repository::new(mongokeep::storage::open(cwd.path().join("repo").to_str().unwrap(), &Default::default()).await.unwrap());
+    let repo = Repository::new(
+        mongokeep::storage::open(
+            cwd.path().join("repo").to_str().unwrap(),
+            &Default::default(),
+        )
+        .await
+        .unwrap(),
+    );
     let manifest = repo.resolve("latest").await.unwrap();
     let scratch = Source::connect(&s.standalone_uri).await.unwrap();
     let prefix = common::unique("dmg");
@@ -138,19 +248,35 @@ async fn a_deleted_document_and_a_missing_index_are_named_per_collection() {
         ..Default::default()
     };
     let plan = restore::plan(&manifest, &scratch, &opts).await.unwrap();
-    restore::execute(&repo, &scratch, &plan, &opts).await.unwrap();
-    let clean = mongokeep::verify::compare(&manifest, &scratch, &prefix, 2).await.unwrap();
+    restore::execute(&repo, &scratch, &plan, &opts)
+        .await
+        .unwrap();
+    let clean = mongokeep::verify::compare(&manifest, &scratch, &prefix, 2)
+        .await
+        .unwrap();
     assert!(clean.iter().all(|c| c.problems.is_empty()), "{clean:?}");
 
     let t = common::client(&s.standalone_uri).await.database(&target);
-    t.collection::<Document>("validated").delete_one(doc! {}).await.unwrap();
-    t.collection::<Document>("indexed").drop_index("maybe_1").await.unwrap();
-    let checks = mongokeep::verify::compare(&manifest, &scratch, &prefix, 2).await.unwrap();
+    t.collection::<Document>("validated")
+        .delete_one(doc! {})
+        .await
+        .unwrap();
+    t.collection::<Document>("indexed")
+        .drop_index("maybe_1")
+        .await
+        .unwrap();
+    let checks = mongokeep::verify::compare(&manifest, &scratch, &prefix, 2)
+        .await
+        .unwrap();
     let failed: Vec<_> = checks.iter().filter(|c| !c.problems.is_empty()).collect();
     assert_eq!(failed.len(), 2, "{failed:?}");
     let validated = failed.iter().find(|c| c.name == "validated").unwrap();
     assert_eq!(validated.problems[0], "count: expected 10, found 9");
-    assert!(validated.problems[1].starts_with("content digest: expected "), "{:?}", validated.problems);
+    assert!(
+        validated.problems[1].starts_with("content digest: expected "),
+        "{:?}",
+        validated.problems
+    );
     assert_eq!(validated.problems.len(), 2);
     let indexed = failed.iter().find(|c| c.name == "indexed").unwrap();
     assert_eq!(indexed.problems, ["index maybe_1: missing"]);
@@ -164,45 +290,104 @@ async fn unreachable_or_occupied_scratch_is_refused_and_an_interrupted_verify_cl
     let cwd = tempfile::tempdir().unwrap();
     let client = common::client(&s.rs_uri).await;
     let db = common::unique("vbad");
-    mongokeep::sample::seed_app(&client, &db, "orders", 80, 5).await.unwrap();
+    mongokeep::sample::seed_app(&client, &db, "orders", 80, 5)
+        .await
+        .unwrap();
     common::mongokeep(cwd.path())
         .env("MONGODB_URI", &s.rs_uri)
-        .args(["backup", "--db", &db, "--repo", "./repo", "--compression", "gzip:1"])
+        .args([
+            "backup",
+            "--db",
+            &db,
+            "--repo",
+            "./repo",
+            "--compression",
+            "gzip:1",
+        ])
         .run()
         .expect_code(0);
     let verify = |scratch: &str, extra: &[&str]| {
-        common::mongokeep(cwd.path()).args(["verify", "--repo", "./repo", "--scratch", scratch]).args(extra).run()
+        common::mongokeep(cwd.path())
+            .args(["verify", "--repo", "./repo", "--scratch", scratch])
+            .args(extra)
+            .run()
     };
-    let dead = format!("mongodb://127.0.0.1:{}/?serverSelectionTimeoutMS=1000", common::free_port());
+    let dead = format!(
+        "mongodb://127.0.0.1:{}/?serverSelectionTimeoutMS=1000",
+        common::free_port()
+    );
     let out = verify(&dead, &[]);
     out.expect_code(SOURCE);
-    assert!(out.stderr.contains("cannot reach MongoDB"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("cannot reach MongoDB"),
+        "{}",
+        out.stderr
+    );
 
     // A scratch URI naming a database that exists: refused, and that database untouched.
     let existing = common::unique("occupied");
     let dst = common::client(&s.standalone_uri).await;
-    dst.database(&existing).collection::<Document>("precious").insert_one(doc! { "_id": 1 }).await.unwrap();
+    dst.database(&existing)
+        .collection::<Document>("precious")
+        .insert_one(doc! { "_id": 1 })
+        .await
+        .unwrap();
     let out = verify(&format!("{}{existing}", s.standalone_uri), &[]);
     out.expect_code(USAGE);
-    assert!(out.stderr.contains(&existing) && out.stderr.contains("never writes into existing databases"), "{}", out.stderr);
-    assert_eq!(dst.database(&existing).collection::<Document>("precious").count_documents(doc! {}).await.unwrap(), 1);
+    assert!(
+        out.stderr.contains(&existing)
+            && out.stderr.contains("never writes into existing databases"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        dst.database(&existing)
+            .collection::<Document>("precious")
+            .count_documents(doc! {})
+            .await
+            .unwrap(),
+        1
+    );
     dst.database(&existing).drop().await.unwrap();
 
     // SIGTERM in the middle of the restore: the scratch database is dropped on the way out.
     let prefix = common::unique("intr");
     let mut child = common::mongokeep(cwd.path())
-        .args(["verify", "--repo", "./repo", "--scratch", &format!("{}{prefix}", s.standalone_uri)])
+        .args([
+            "verify",
+            "--repo",
+            "./repo",
+            "--scratch",
+            &format!("{}{prefix}", s.standalone_uri),
+        ])
         .spawn();
     let start = Instant::now();
-    while databases_with_prefix(&s.standalone_uri, &prefix).await.is_empty() {
-        assert!(child.try_wait().unwrap().is_none(), "verify ended before it was interrupted");
-        assert!(start.elapsed() < Duration::from_secs(60), "no scratch database appeared");
+    while databases_with_prefix(&s.standalone_uri, &prefix)
+        .await
+        .is_empty()
+    {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "verify ended before it was interrupted"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no scratch database appeared"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     let out: common::Done = child.wait_with_output().unwrap().into();
     assert_ne!(out.code, 0, "{}", out.all());
     assert!(out.stderr.contains("interrupted"), "{}", out.stderr);
-    assert!(databases_with_prefix(&s.standalone_uri, &prefix).await.is_empty(), "scratch database left after SIGTERM");
+    assert!(
+        databases_with_prefix(&s.standalone_uri, &prefix)
+            .await
+            .is_empty(),
+        "scratch database left after SIGTERM"
+    );
     client.database(&db).drop().await.unwrap();
 }

@@ -92,7 +92,12 @@ pub async fn backup_collection(
         spec.name.clone()
     };
     let indexes = source.list_indexes(&spec.db, &spec.name).await?;
-    let key = Repository::data_key(&settings.snapshot, &spec.db, &spec.name, settings.codec.extension());
+    let key = Repository::data_key(
+        &settings.snapshot,
+        &spec.db,
+        &spec.name,
+        settings.codec.extension(),
+    );
     let archive_spec = ArchiveSpec {
         db: spec.db.clone(),
         coll: spec.name.clone(),
@@ -104,7 +109,8 @@ pub async fn backup_collection(
 
     let (doc_tx, doc_rx) = mpsc::channel(4);
     let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(2);
-    let writer = tokio::task::spawn_blocking(move || archive::write_archive(&archive_spec, doc_rx, out_tx));
+    let writer =
+        tokio::task::spawn_blocking(move || archive::write_archive(&archive_spec, doc_rx, out_tx));
     let reader = source.stream_documents(&spec.db, &stored_from, doc_tx, cancel.clone());
     let mut upload = StreamUpload::new(repo.store().clone(), key.clone(), settings.upload);
     let uploader = async {

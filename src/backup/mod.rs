@@ -134,22 +134,42 @@ pub async fn run(source: &Source, repo: &Repository, opts: &BackupOptions) -> Re
     let result = run_locked(source, repo, opts, &id).await;
     if result.is_err() {
         // Best effort: the snapshot has no manifest, so what remains is garbage for prune.
-        match repo.store().delete_prefix(&format!("snapshots/{id}/")).await {
-            Ok(n) if n > 0 => tracing::info!(snapshot = %id, objects = n, "removed the objects of the failed run"),
+        match repo
+            .store()
+            .delete_prefix(&format!("snapshots/{id}/"))
+            .await
+        {
+            Ok(n) if n > 0 => {
+                tracing::info!(snapshot = %id, objects = n, "removed the objects of the failed run")
+            }
             Ok(_) => {}
-            Err(e) => tracing::warn!(snapshot = %id, error = %e, "could not remove the objects of the failed run; prune removes them"),
+            Err(e) => {
+                tracing::warn!(snapshot = %id, error = %e, "could not remove the objects of the failed run; prune removes them")
+            }
         }
     }
     guard.release().await;
     result
 }
 
-async fn run_locked(source: &Source, repo: &Repository, opts: &BackupOptions, id: &str) -> Result<Manifest> {
+async fn run_locked(
+    source: &Source,
+    repo: &Repository,
+    opts: &BackupOptions,
+    id: &str,
+) -> Result<Manifest> {
     // On a replica set the oplog written during the dump is captured alongside it and
     // makes the snapshot point-in-time (see `crate::oplog::snapshot`).
     let dump = dump_collections(source, repo, opts, id);
-    let (entries, consistency, oplog) =
-        crate::oplog::snapshot::dump_consistently(source, repo, id, &opts.selection, opts.upload, dump).await?;
+    let (entries, consistency, oplog) = crate::oplog::snapshot::dump_consistently(
+        source,
+        repo,
+        id,
+        &opts.selection,
+        opts.upload,
+        dump,
+    )
+    .await?;
     let mut totals = Totals::of(&entries);
     totals.stored_bytes += oplog.as_ref().map_or(0, |o| o.object.size);
     let manifest = Manifest {
@@ -200,28 +220,30 @@ async fn dump_collections(
         mtime: opts.now.timestamp().max(0) as u64,
     };
     let cancel = CancellationToken::new();
-    let results: Vec<Result<crate::manifest::CollectionEntry>> = futures::stream::iter(specs.iter())
-        .map(|spec| {
-            let cancel = cancel.clone();
-            let settings = &settings;
-            async move {
-                if cancel.is_cancelled() {
-                    return Err(Error::Cancelled);
+    let results: Vec<Result<crate::manifest::CollectionEntry>> =
+        futures::stream::iter(specs.iter())
+            .map(|spec| {
+                let cancel = cancel.clone();
+                let settings = &settings;
+                async move {
+                    if cancel.is_cancelled() {
+                        return Err(Error::Cancelled);
+                    }
+                    let r = if spec.kind == "view" {
+                        Ok(collection::view_entry(spec))
+                    } else {
+                        collection::backup_collection(source, repo, spec, settings, cancel.clone())
+                            .await
+                    };
+                    if r.is_err() {
+                        cancel.cancel();
+                    }
+                    r
                 }
-                let r = if spec.kind == "view" {
-                    Ok(collection::view_entry(spec))
-                } else {
-                    collection::backup_collection(source, repo, spec, settings, cancel.clone()).await
-                };
-                if r.is_err() {
-                    cancel.cancel();
-                }
-                r
-            }
-        })
-        .buffered(opts.parallel.max(1))
-        .collect()
-        .await;
+            })
+            .buffered(opts.parallel.max(1))
+            .collect()
+            .await;
     let mut entries = Vec::with_capacity(results.len());
     let mut errors = Vec::new();
     for r in results {

@@ -37,7 +37,9 @@ fn build(globs: &[String], flag: &str) -> Result<Option<GlobSet>> {
             .map_err(|e| Error::Config(format!("{flag} {g:?}: {e}")))?;
         b.add(glob);
     }
-    b.build().map(Some).map_err(|e| Error::Config(format!("{flag}: {e}")))
+    b.build()
+        .map(Some)
+        .map_err(|e| Error::Config(format!("{flag}: {e}")))
 }
 
 impl Selection {
@@ -45,7 +47,12 @@ impl Selection {
     ///
     /// # Errors
     /// A malformed glob, as a configuration error naming it.
-    pub fn new(databases: Vec<String>, ns_include: Vec<String>, ns_exclude: Vec<String>, include_users: bool) -> Result<Self> {
+    pub fn new(
+        databases: Vec<String>,
+        ns_include: Vec<String>,
+        ns_exclude: Vec<String>,
+        include_users: bool,
+    ) -> Result<Self> {
         Ok(Self {
             include: build(&ns_include, "--ns-include")?,
             exclude: build(&ns_exclude, "--ns-exclude")?,
@@ -72,7 +79,8 @@ impl Selection {
         let ns = format!("{}.{}", spec.db, spec.name);
         if SYSTEM_DBS.contains(&spec.db.as_str()) && !self.databases.iter().any(|d| d == &spec.db) {
             // Only users and roles come from the system databases, and only on request.
-            return self.include_users && (ns == "admin.system.users" || ns == "admin.system.roles");
+            return self.include_users
+                && (ns == "admin.system.users" || ns == "admin.system.roles");
         }
         // system.* holds server internals (views' definitions, time-series buckets, profile);
         // views and time-series collections are backed up through their own entries.
@@ -137,7 +145,13 @@ mod tests {
 
     #[test]
     fn include_and_exclude_globs_over_namespaces() {
-        let s = Selection::new(vec![], vec!["shop.*".into(), "chat.messages".into()], vec!["shop.tmp_*".into()], false).unwrap();
+        let s = Selection::new(
+            vec![],
+            vec!["shop.*".into(), "chat.messages".into()],
+            vec!["shop.tmp_*".into()],
+            false,
+        )
+        .unwrap();
         assert!(s.wants_collection(&spec("shop", "orders")));
         assert!(s.wants_collection(&spec("shop", "a.dotted.name")));
         assert!(!s.wants_collection(&spec("shop", "tmp_import")));

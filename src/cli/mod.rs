@@ -290,7 +290,9 @@ impl Context {
     /// # Errors
     /// A malformed URL.
     pub async fn repository(&self) -> Result<Repository> {
-        Ok(Repository::new(storage::open(&self.repo_url, &self.s3).await?))
+        Ok(Repository::new(
+            storage::open(&self.repo_url, &self.s3).await?,
+        ))
     }
 }
 
@@ -342,8 +344,14 @@ fn source_uri(a: &BackupArgs, file: &FileConfig) -> Result<String> {
 
 async fn cmd_backup(ctx: &Context, a: BackupArgs) -> Result<()> {
     let f = &ctx.file.backup;
-    let codec = Codec::parse(a.compression.as_deref().or(f.compression.as_deref()).unwrap_or("gzip:6"))?;
-    let pick = |flag: Vec<String>, file: &Vec<String>| if flag.is_empty() { file.clone() } else { flag };
+    let codec = Codec::parse(
+        a.compression
+            .as_deref()
+            .or(f.compression.as_deref())
+            .unwrap_or("gzip:6"),
+    )?;
+    let pick =
+        |flag: Vec<String>, file: &Vec<String>| if flag.is_empty() { file.clone() } else { flag };
     let selection = Selection::new(
         pick(a.databases.clone(), &f.databases),
         pick(a.ns_include.clone(), &f.ns_include),
@@ -356,7 +364,9 @@ async fn cmd_backup(ctx: &Context, a: BackupArgs) -> Result<()> {
     }
     let part_mib = a.archive_part_mib.or(f.archive_part_mib).unwrap_or(16);
     if !(1..=1024).contains(&part_mib) {
-        return Err(Error::Config("--archive-part-mib must be between 1 and 1024".into()));
+        return Err(Error::Config(
+            "--archive-part-mib must be between 1 and 1024".into(),
+        ));
     }
     let mut tags = f.tags.clone();
     tags.extend(a.tags.iter().cloned());
@@ -419,7 +429,8 @@ fn target_uri(a: &RestoreArgs) -> Result<String> {
         return read_uri_file(p);
     }
     Err(Error::Config(
-        "no restore target: give --target URI, or set MONGOKEEP_TARGET_URI, or --target-file FILE".into(),
+        "no restore target: give --target URI, or set MONGOKEEP_TARGET_URI, or --target-file FILE"
+            .into(),
     ))
 }
 
@@ -440,7 +451,16 @@ async fn cmd_restore(ctx: &Context, a: RestoreArgs, quiet: bool) -> Result<()> {
     if a.to_time.is_some() || manifest.oplog.is_some() {
         // A point-in-time snapshot is restored with its oplog replayed, and rolled forward
         // through the oplog slices with --to-time.
-        return oplog::cmd_restore(&repo, &manifest, &target, &opts, a.to_time.as_deref(), a.dry_run, a.json).await;
+        return oplog::cmd_restore(
+            &repo,
+            &manifest,
+            &target,
+            &opts,
+            a.to_time.as_deref(),
+            a.dry_run,
+            a.json,
+        )
+        .await;
     }
     let plan = restore::plan(&manifest, &target, &opts).await?;
     if a.dry_run {

@@ -98,7 +98,9 @@ pub(crate) async fn cmd_report(ctx: &Context, a: ReportArgs) -> Result<()> {
         _ => r.to_markdown(),
     };
     match &a.out {
-        Some(p) => std::fs::write(p, text).map_err(|e| Error::io(format!("writing {}", p.display()), e)),
+        Some(p) => {
+            std::fs::write(p, text).map_err(|e| Error::io(format!("writing {}", p.display()), e))
+        }
         None => {
             print!("{text}");
             Ok(())
@@ -111,7 +113,12 @@ pub(crate) async fn record(ctx: &Context, repo: &Repository, entry: JournalEntry
     record_with(ctx, repo, entry, None).await;
 }
 
-async fn record_with(ctx: &Context, repo: &Repository, entry: JournalEntry, verify_passed: Option<bool>) {
+async fn record_with(
+    ctx: &Context,
+    repo: &Repository,
+    entry: JournalEntry,
+    verify_passed: Option<bool>,
+) {
     journal::append(repo, &entry).await;
     if let Some(path) = &ctx.metrics_file {
         if let Err(e) = write_metrics(path, &entry, verify_passed) {
@@ -151,7 +158,10 @@ pub(crate) async fn cmd_verify(ctx: &Context, a: VerifyArgs) -> Result<()> {
             let uri = scratch_uri(&a)?;
             let scratch = Source::connect(&uri).await?;
             let opts = VerifyOptions {
-                scratch_prefix: verify::scratch_prefix(uri_database(&uri).as_deref(), rand::random()),
+                scratch_prefix: verify::scratch_prefix(
+                    uri_database(&uri).as_deref(),
+                    rand::random(),
+                ),
                 keep: a.keep,
                 parallel: a.parallel.unwrap_or(2).max(1),
             };
@@ -172,8 +182,11 @@ pub(crate) async fn cmd_verify(ctx: &Context, a: VerifyArgs) -> Result<()> {
     };
     let key = verify::store_report(&repo, &report).await?;
     if let Some(p) = &a.report_out {
-        std::fs::write(p, serde_json::to_vec_pretty(&report).expect("report serializes"))
-            .map_err(|e| Error::io(format!("writing {}", p.display()), e))?;
+        std::fs::write(
+            p,
+            serde_json::to_vec_pretty(&report).expect("report serializes"),
+        )
+        .map_err(|e| Error::io(format!("writing {}", p.display()), e))?;
     }
     if !report.passed() {
         entry.outcome = "failure".into();
@@ -207,10 +220,11 @@ pub(crate) async fn cmd_verify(ctx: &Context, a: VerifyArgs) -> Result<()> {
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -223,7 +237,12 @@ async fn shutdown_signal() {
 }
 
 pub(crate) async fn cmd_journal(ctx: &Context, a: JournalArgs) -> Result<()> {
-    let since = a.since.as_deref().map(|s| parse_age(s, "--since")).transpose()?.map(|d| Utc::now() - d);
+    let since = a
+        .since
+        .as_deref()
+        .map(|s| parse_age(s, "--since"))
+        .transpose()?
+        .map(|d| Utc::now() - d);
     let repo = ctx.repository().await?;
     let entries = journal::list(&repo, since).await?;
     if a.json {
@@ -251,7 +270,12 @@ pub(crate) async fn cmd_status(ctx: &Context, a: StatusArgs) -> Result<()> {
         Ok(())
     } else {
         Err(Error::StatusStale {
-            failed: s.checks.iter().filter(|c| !c.ok).map(|c| c.message.clone()).collect(),
+            failed: s
+                .checks
+                .iter()
+                .filter(|c| !c.ok)
+                .map(|c| c.message.clone())
+                .collect(),
         })
     }
 }

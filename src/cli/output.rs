@@ -94,18 +94,36 @@ pub fn snapshots_table(snaps: &[SnapshotSummary], repo: &str) -> String {
                 s.id.clone(),
                 s.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                 s.finished_at
-                    .map(|f| format!("{:.1}s", (f - s.started_at).num_milliseconds() as f64 / 1000.0))
+                    .map(|f| {
+                        format!(
+                            "{:.1}s",
+                            (f - s.started_at).num_milliseconds() as f64 / 1000.0
+                        )
+                    })
                     .unwrap_or_else(|| "-".into()),
                 s.collections.to_string(),
                 s.documents.to_string(),
                 human_bytes(s.size_bytes),
-                if s.complete { "complete".into() } else { "INCOMPLETE".into() },
+                if s.complete {
+                    "complete".into()
+                } else {
+                    "INCOMPLETE".into()
+                },
                 s.tags.join(","),
             ]
         })
         .collect();
     table(
-        &["ID", "STARTED (UTC)", "TOOK", "COLLS", "DOCUMENTS", "SIZE", "STATUS", "TAGS"],
+        &[
+            "ID",
+            "STARTED (UTC)",
+            "TOOK",
+            "COLLS",
+            "DOCUMENTS",
+            "SIZE",
+            "STATUS",
+            "TAGS",
+        ],
         &rows,
         &[false, false, true, true, true, true, false, false],
     )
@@ -127,7 +145,11 @@ pub fn manifest_text(m: &Manifest) -> String {
         "source       {} ({}{}, MongoDB {})",
         m.source.uri,
         m.source.topology,
-        m.source.replica_set.as_deref().map(|r| format!(" {r}")).unwrap_or_default(),
+        m.source
+            .replica_set
+            .as_deref()
+            .map(|r| format!(" {r}"))
+            .unwrap_or_default(),
         m.source.server_version
     );
     let _ = writeln!(out, "consistency  {}", m.consistency.note);
@@ -136,7 +158,11 @@ pub fn manifest_text(m: &Manifest) -> String {
         "options      compression {}, archive parts of at most {}{}",
         m.options.compression,
         human_bytes(m.options.archive_part_bytes),
-        if m.options.include_users { ", users and roles" } else { "" }
+        if m.options.include_users {
+            ", users and roles"
+        } else {
+            ""
+        }
     );
     if !m.tags.is_empty() {
         let _ = writeln!(out, "tags         {}", m.tags.join(", "));
@@ -162,12 +188,24 @@ pub fn manifest_text(m: &Manifest) -> String {
                 human_bytes(c.bson_bytes),
                 human_bytes(c.objects.iter().map(|o| o.size).sum()),
                 c.indexes.len().to_string(),
-                if c.kind == "view" { "-".into() } else { c.content_digest[..16].to_string() },
+                if c.kind == "view" {
+                    "-".into()
+                } else {
+                    c.content_digest[..16].to_string()
+                },
             ]
         })
         .collect();
     out.push_str(&table(
-        &["NAMESPACE", "TYPE", "DOCUMENTS", "BSON", "STORED", "INDEXES", "CONTENT DIGEST"],
+        &[
+            "NAMESPACE",
+            "TYPE",
+            "DOCUMENTS",
+            "BSON",
+            "STORED",
+            "INDEXES",
+            "CONTENT DIGEST",
+        ],
         &rows,
         &[false, false, true, true, true, true, false],
     ));
@@ -188,14 +226,24 @@ mod tests {
 
     #[test]
     fn table_aligns_columns() {
-        let t = table(&["A", "NUM"], &[vec!["long".into(), "1".into()], vec!["x".into(), "100".into()]], &[false, true]);
+        let t = table(
+            &["A", "NUM"],
+            &[
+                vec!["long".into(), "1".into()],
+                vec!["x".into(), "100".into()],
+            ],
+            &[false, true],
+        );
         assert_eq!(t, "A     NUM\nlong    1\nx     100\n");
     }
 }
 
 /// The plan of a restore (`--dry-run`).
 pub fn restore_plan(p: &RestorePlan) -> String {
-    let mut out = format!("restore plan for snapshot {} into {}\n", p.snapshot, p.target);
+    let mut out = format!(
+        "restore plan for snapshot {} into {}\n",
+        p.snapshot, p.target
+    );
     let rows: Vec<Vec<String>> = p
         .items
         .iter()
@@ -218,7 +266,15 @@ pub fn restore_plan(p: &RestorePlan) -> String {
         })
         .collect();
     out.push_str(&table(
-        &["source", "target", "type", "action", "documents", "bson", "note"],
+        &[
+            "source",
+            "target",
+            "type",
+            "action",
+            "documents",
+            "bson",
+            "note",
+        ],
         &rows,
         &[false, false, false, false, true, true, false],
     ));
@@ -259,9 +315,26 @@ pub fn journal_table(entries: &[crate::journal::JournalEntry]) -> String {
                 e.outcome.clone(),
                 format!("{:.1}", e.seconds),
                 e.snapshot.clone().unwrap_or_default(),
-                e.error.clone().unwrap_or_default().lines().next().unwrap_or("").to_string(),
+                e.error
+                    .clone()
+                    .unwrap_or_default()
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string(),
             ]
         })
         .collect();
-    table(&["time (UTC)", "operation", "outcome", "seconds", "snapshot", "error"], &rows, &[false, false, false, true, false, false])
+    table(
+        &[
+            "time (UTC)",
+            "operation",
+            "outcome",
+            "seconds",
+            "snapshot",
+            "error",
+        ],
+        &rows,
+        &[false, false, false, true, false, false],
+    )
 }

@@ -12,12 +12,12 @@ use serde::Serialize;
 use super::output::{human_bytes, print_json, table};
 use super::Context;
 use crate::repository::{lock, Repository};
+use crate::retention::oplog::{self as slice_retention, OplogPlan};
 use crate::retention::plan::Plan;
 use crate::retention::prune::{self, Outcome, Removal};
 use crate::retention::simulate::{
     self, parse_instant, parse_time_of_day, rfc3339_in, Schedule, Simulation,
 };
-use crate::retention::oplog::{self as slice_retention, OplogPlan};
 use crate::retention::{plan, Policy, Span};
 use crate::{Error, Result};
 
@@ -296,19 +296,27 @@ fn oplog_text(p: &OplogPlan) -> String {
                 d.name.clone(),
                 d.to_time.format("%Y-%m-%d %H:%M:%S").to_string(),
                 human_bytes(d.size_bytes),
-                if d.keep { "keep".into() } else { "REMOVE".into() },
+                if d.keep {
+                    "keep".into()
+                } else {
+                    "REMOVE".into()
+                },
                 d.reason.clone(),
             ]
         })
         .collect();
-    let mut out = String::from("\noplog slices (kept while a kept point-in-time snapshot needs them):\n");
+    let mut out =
+        String::from("\noplog slices (kept while a kept point-in-time snapshot needs them):\n");
     out.push_str(&table(
         &["SLICE", "ENDS (UTC)", "SIZE", "ACTION", "REASON"],
         &rows,
         &[false, false, true, false, false],
     ));
     for (k, size) in &p.orphans {
-        out.push_str(&format!("REMOVE {k} ({}): slice data without metadata (an interrupted oplog push)\n", human_bytes(*size)));
+        out.push_str(&format!(
+            "REMOVE {k} ({}): slice data without metadata (an interrupted oplog push)\n",
+            human_bytes(*size)
+        ));
     }
     out.push_str(&format!(
         "oplog: remove {} of {} slices, {} to free\n",

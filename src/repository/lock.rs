@@ -78,7 +78,11 @@ impl LockGuard {
     }
 }
 
-async fn live_locks(repo: &Repository, now: DateTime<Utc>, except: &str) -> Result<Vec<(String, LockInfo)>> {
+async fn live_locks(
+    repo: &Repository,
+    now: DateTime<Utc>,
+    except: &str,
+) -> Result<Vec<(String, LockInfo)>> {
     let store = repo.store();
     let mut out = Vec::new();
     for o in store.list("locks/").await.map_err(|e| repo.err(e))? {
@@ -123,18 +127,29 @@ fn held(key: String, info: &LockInfo) -> Error {
 ///
 /// # Errors
 /// [`Error::LockHeld`] naming the holder; a store failure.
-pub async fn acquire(repo: &Repository, operation: &str, now: DateTime<Utc>, nonce: u64) -> Result<LockGuard> {
+pub async fn acquire(
+    repo: &Repository,
+    operation: &str,
+    now: DateTime<Utc>,
+    nonce: u64,
+) -> Result<LockGuard> {
     if let Some((key, info)) = live_locks(repo, now, "").await?.into_iter().next() {
         return Err(held(key, &info));
     }
     let info = LockInfo {
         operation: operation.to_string(),
-        host: hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+        host: hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         pid: std::process::id(),
         created_at: now,
         refreshed_at: now,
     };
-    let key = format!("locks/{}-{}-{nonce:016x}.json", operation, now.format("%Y%m%dT%H%M%SZ"));
+    let key = format!(
+        "locks/{}-{}-{nonce:016x}.json",
+        operation,
+        now.format("%Y%m%dT%H%M%SZ")
+    );
     let store = repo.store().clone();
     let body = Bytes::from(serde_json::to_vec(&info).expect("lock serializes"));
     store.put(&key, body).await.map_err(|e| repo.err(e))?;
@@ -157,7 +172,11 @@ pub async fn acquire(repo: &Repository, operation: &str, now: DateTime<Utc>, non
             }
         })
     };
-    Ok(LockGuard { store, key, refresher })
+    Ok(LockGuard {
+        store,
+        key,
+        refresher,
+    })
 }
 
 #[cfg(test)]
@@ -178,7 +197,11 @@ mod tests {
         let e = acquire(&r, "prune", t, 2).await.unwrap_err();
         assert!(matches!(e, Error::LockHeld { .. }), "{e}");
         assert!(e.to_string().contains("backup on"), "{e}");
-        assert_eq!(r.store().list("locks/").await.unwrap().len(), 1, "refused run left its lock");
+        assert_eq!(
+            r.store().list("locks/").await.unwrap().len(),
+            1,
+            "refused run left its lock"
+        );
         g.release().await;
         acquire(&r, "prune", t, 3).await.unwrap().release().await;
         assert!(r.store().list("locks/").await.unwrap().is_empty());
@@ -192,6 +215,10 @@ mod tests {
         let just_before = t + STALE_AFTER;
         assert!(acquire(&r, "backup", just_before, 2).await.is_err());
         let after = t + STALE_AFTER + Duration::seconds(1);
-        acquire(&r, "backup", after, 3).await.unwrap().release().await;
+        acquire(&r, "backup", after, 3)
+            .await
+            .unwrap()
+            .release()
+            .await;
     }
 }

@@ -138,7 +138,11 @@ impl Repository {
         let mut ids: Vec<String> = level
             .prefixes
             .iter()
-            .filter_map(|p| p.strip_prefix("snapshots/")?.strip_suffix('/').map(str::to_string))
+            .filter_map(|p| {
+                p.strip_prefix("snapshots/")?
+                    .strip_suffix('/')
+                    .map(str::to_string)
+            })
             .collect();
         ids.sort();
         Ok(ids)
@@ -264,14 +268,20 @@ fn nearest(ids: &[String], id: &str) -> Vec<String> {
         Some(t) => ids
             .iter()
             .map(|x| {
-                let d = id_time(x).map(|xt| (xt - t).num_seconds().abs()).unwrap_or(i64::MAX);
+                let d = id_time(x)
+                    .map(|xt| (xt - t).num_seconds().abs())
+                    .unwrap_or(i64::MAX);
                 (d, x)
             })
             .collect(),
         None => ids
             .iter()
             .map(|x| {
-                let common = x.chars().zip(id.chars()).take_while(|(a, b)| a == b).count();
+                let common = x
+                    .chars()
+                    .zip(id.chars())
+                    .take_while(|(a, b)| a == b)
+                    .count();
                 (-(common as i64), x)
             })
             .collect(),
@@ -310,7 +320,11 @@ mod tests {
         .to_vec();
         assert_eq!(
             nearest(&ids, "20261121T030000Z-ffff"),
-            ["20261122T020000Z-0004", "20261121T020000Z-0003", "20261120T020000Z-0002"]
+            [
+                "20261122T020000Z-0004",
+                "20261121T020000Z-0003",
+                "20261120T020000Z-0002"
+            ]
         );
         assert_eq!(nearest(&[], "x"), Vec::<String>::new());
     }
@@ -320,7 +334,10 @@ mod tests {
         let store = Arc::new(crate::storage::memory::MemoryStore::new());
         let repo = Repository::new(store.clone());
         store
-            .put("snapshots/20261122T020000Z-0001/data/a/b.tar.gz", Bytes::from_static(b"xyz"))
+            .put(
+                "snapshots/20261122T020000Z-0001/data/a/b.tar.gz",
+                Bytes::from_static(b"xyz"),
+            )
             .await
             .unwrap();
         let s = repo.list_snapshots().await.unwrap();

@@ -21,7 +21,9 @@ use mongodb::bson::{doc, Bson, Document, RawDocumentBuf};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{create_with_options, drop_if_planned, to_bson, Action, PlannedItem, Progress, RestoredItem};
+use super::{
+    create_with_options, drop_if_planned, to_bson, Action, PlannedItem, Progress, RestoredItem,
+};
 use crate::archive::{self, Codec, Entry};
 use crate::error::root_cause;
 use crate::fetch::{fetch_verified, ChannelReader};
@@ -71,8 +73,15 @@ pub(super) async fn restore_collection(
         Some(_) => format!("system.buckets.{}", item.target_name),
         None => item.target_name.clone(),
     };
-    let coll = target.client().database(&item.target_db).collection::<RawDocumentBuf>(&load_into);
-    let ordered = e.options.get("capped").and_then(|v| v.as_bool()).unwrap_or(false);
+    let coll = target
+        .client()
+        .database(&item.target_db)
+        .collection::<RawDocumentBuf>(&load_into);
+    let ordered = e
+        .options
+        .get("capped")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
     let codec = match e.codec.as_str() {
         "none" => Codec::None,
         _ => Codec::Gzip(6),
@@ -83,12 +92,16 @@ pub(super) async fn restore_collection(
         let (part_tx, part_rx) = mpsc::channel::<Vec<u8>>(1);
         let what = obj.key.clone();
         let decoder = tokio::task::spawn_blocking(move || {
-            let r = archive::read_archive(ChannelReader::new(byte_rx), codec, |entry| match entry {
-                Entry::Metadata(_) => Ok(()),
-                Entry::Part(p) => part_tx.blocking_send(p).map_err(|_| Error::Cancelled),
-            });
+            let r =
+                archive::read_archive(ChannelReader::new(byte_rx), codec, |entry| match entry {
+                    Entry::Metadata(_) => Ok(()),
+                    Entry::Part(p) => part_tx.blocking_send(p).map_err(|_| Error::Cancelled),
+                });
             r.map_err(|e| match e {
-                Error::Format { detail, .. } => Error::Format { what: format!("archive {what}"), detail },
+                Error::Format { detail, .. } => Error::Format {
+                    what: format!("archive {what}"),
+                    detail,
+                },
                 other => other,
             })
         });
@@ -133,7 +146,12 @@ pub(super) async fn restore_collection(
             r
         };
         let decode = async {
-            decoder.await.unwrap_or_else(|err| Err(Error::Format { what: "archive reader".into(), detail: err.to_string() }))
+            decoder.await.unwrap_or_else(|err| {
+                Err(Error::Format {
+                    what: "archive reader".into(),
+                    detail: err.to_string(),
+                })
+            })
         };
         let (f, i, d) = tokio::join!(fetch, insert, decode);
         match (f, i, d) {
@@ -143,7 +161,12 @@ pub(super) async fn restore_collection(
             }
             // A checksum or storage failure explains a decode failure, and a target failure
             // explains why the other stages stopped.
-            (f, i, d) => return Err(root_cause([f.err(), i.err(), d.err()].into_iter().flatten().collect()).expect("one failed")),
+            (f, i, d) => {
+                return Err(
+                    root_cause([f.err(), i.err(), d.err()].into_iter().flatten().collect())
+                        .expect("one failed"),
+                )
+            }
         }
     }
     if loaded.0 != e.count {
@@ -203,7 +226,9 @@ async fn insert_part(
     while start < docs.len() {
         let mut end = start;
         let mut size = 0;
-        while end < docs.len() && (end == start || size + docs[end].as_bytes().len() <= INSERT_BATCH_BYTES) {
+        while end < docs.len()
+            && (end == start || size + docs[end].as_bytes().len() <= INSERT_BATCH_BYTES)
+        {
             size += docs[end].as_bytes().len();
             end += 1;
         }
@@ -242,6 +267,15 @@ async fn create_indexes(target: &Source, item: &PlannedItem) -> Result<u64> {
         .database(&item.target_db)
         .run_command(doc! { "createIndexes": item.target_name.clone(), "indexes": specs })
         .await
-        .map_err(|e| classify(&target.info.uri, &format!("creating the indexes of {}.{}", item.target_db, item.target_name), e))?;
+        .map_err(|e| {
+            classify(
+                &target.info.uri,
+                &format!(
+                    "creating the indexes of {}.{}",
+                    item.target_db, item.target_name
+                ),
+                e,
+            )
+        })?;
     Ok(n)
 }

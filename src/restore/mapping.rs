@@ -45,7 +45,9 @@ impl NsMap {
                 )));
             }
             if !t.contains('.') || t.starts_with('.') {
-                return Err(Error::Config(format!("--ns-to {t:?} must name DATABASE.COLLECTION")));
+                return Err(Error::Config(format!(
+                    "--ns-to {t:?} must name DATABASE.COLLECTION"
+                )));
             }
             pairs.push(Rename { from: fp, to: tp });
         }

@@ -116,7 +116,14 @@ impl RestorePlan {
             .items
             .iter()
             .filter(|i| i.action == Action::Refused)
-            .map(|i| format!("{}.{} ({})", i.target_db, i.target_name, i.note.as_deref().unwrap_or("exists")))
+            .map(|i| {
+                format!(
+                    "{}.{} ({})",
+                    i.target_db,
+                    i.target_name,
+                    i.note.as_deref().unwrap_or("exists")
+                )
+            })
             .collect();
         (!refused.is_empty()).then(|| {
             Error::Config(format!(
@@ -189,7 +196,11 @@ fn is_users_or_roles(e: &CollectionEntry) -> bool {
 ///
 /// # Errors
 /// Two source namespaces mapped onto one target, or the target failed.
-pub async fn plan(manifest: &Manifest, target: &Source, opts: &RestoreOptions) -> Result<RestorePlan> {
+pub async fn plan(
+    manifest: &Manifest,
+    target: &Source,
+    opts: &RestoreOptions,
+) -> Result<RestorePlan> {
     let mut items = Vec::new();
     let mut skipped = Vec::new();
     let mut seen: HashMap<(String, String), String> = HashMap::new();
@@ -227,11 +238,16 @@ pub async fn plan(manifest: &Manifest, target: &Source, opts: &RestoreOptions) -
     for item in &items {
         if !existing.contains_key(&item.target_db) {
             let specs = target.list_collections(&item.target_db).await?;
-            existing.insert(item.target_db.clone(), specs.into_iter().map(|s| (s.name, s.kind)).collect());
+            existing.insert(
+                item.target_db.clone(),
+                specs.into_iter().map(|s| (s.name, s.kind)).collect(),
+            );
         }
     }
     for item in &mut items {
-        let Some(kind) = existing[&item.target_db].get(&item.target_name) else { continue };
+        let Some(kind) = existing[&item.target_db].get(&item.target_name) else {
+            continue;
+        };
         if opts.drop {
             item.action = Action::DropAndCreate;
             item.note = Some(format!("existing {kind} is dropped first"));
@@ -244,8 +260,17 @@ pub async fn plan(manifest: &Manifest, target: &Source, opts: &RestoreOptions) -
         }
         // The catalog's count can be stale after an unclean shutdown (a restore killed
         // half-way); look for a document instead.
-        let coll = target.client().database(&item.target_db).collection::<Document>(&item.target_name);
-        let ctx = |e| classify(&target.info.uri, &format!("reading {}.{}", item.target_db, item.target_name), e);
+        let coll = target
+            .client()
+            .database(&item.target_db)
+            .collection::<Document>(&item.target_name);
+        let ctx = |e| {
+            classify(
+                &target.info.uri,
+                &format!("reading {}.{}", item.target_db, item.target_name),
+                e,
+            )
+        };
         if coll.find_one(doc! {}).await.map_err(ctx)?.is_some() {
             let estimate = coll.estimated_document_count().await.map_err(ctx)?;
             item.action = Action::Refused;
@@ -270,15 +295,23 @@ pub async fn plan(manifest: &Manifest, target: &Source, opts: &RestoreOptions) -
 /// # Errors
 /// A refused target (nothing written), the repository or target failing, an object whose
 /// checksum differs from the manifest, or a count that differs after loading.
-pub async fn execute(repo: &Repository, target: &Source, plan: &RestorePlan, opts: &RestoreOptions) -> Result<RestoreSummary> {
+pub async fn execute(
+    repo: &Repository,
+    target: &Source,
+    plan: &RestorePlan,
+    opts: &RestoreOptions,
+) -> Result<RestoreSummary> {
     if let Some(e) = plan.refusal() {
         return Err(e);
     }
     let started = Instant::now();
     let progress = Arc::new(Progress::default());
-    let ticker = opts.progress.then(|| spawn_ticker(progress.clone(), plan.items.len() as u64, started));
+    let ticker = opts
+        .progress
+        .then(|| spawn_ticker(progress.clone(), plan.items.len() as u64, started));
     let cancel = CancellationToken::new();
-    let (views, collections): (Vec<&PlannedItem>, Vec<&PlannedItem>) = plan.items.iter().partition(|i| i.kind == "view");
+    let (views, collections): (Vec<&PlannedItem>, Vec<&PlannedItem>) =
+        plan.items.iter().partition(|i| i.kind == "view");
     let results: Vec<Result<RestoredItem>> = futures::stream::iter(collections)
         .map(|item| {
             let (cancel, progress) = (cancel.clone(), progress.clone());
@@ -286,7 +319,15 @@ pub async fn execute(repo: &Repository, target: &Source, plan: &RestorePlan, opt
                 if cancel.is_cancelled() {
                     return Err(Error::Cancelled);
                 }
-                let r = load::restore_collection(repo, target, item, opts.insert_workers, &cancel, &progress).await;
+                let r = load::restore_collection(
+                    repo,
+                    target,
+                    item,
+                    opts.insert_workers,
+                    &cancel,
+                    &progress,
+                )
+                .await;
                 if r.is_err() {
                     cancel.cancel();
                 }
@@ -342,7 +383,13 @@ pub(crate) async fn drop_if_planned(target: &Source, item: &PlannedItem) -> Resu
             .collection::<Document>(&item.target_name)
             .drop()
             .await
-            .map_err(|e| classify(&target.info.uri, &format!("dropping {}.{}", item.target_db, item.target_name), e))?;
+            .map_err(|e| {
+                classify(
+                    &target.info.uri,
+                    &format!("dropping {}.{}", item.target_db, item.target_name),
+                    e,
+                )
+            })?;
     }
     Ok(())
 }
@@ -359,7 +406,13 @@ pub(crate) async fn create_with_options(target: &Source, item: &PlannedItem) -> 
         .run_command(cmd)
         .await
         .map(|_| ())
-        .map_err(|e| classify(&target.info.uri, &format!("creating {}.{}", item.target_db, item.target_name), e))
+        .map_err(|e| {
+            classify(
+                &target.info.uri,
+                &format!("creating {}.{}", item.target_db, item.target_name),
+                e,
+            )
+        })
 }
 
 async fn create_view(target: &Source, item: &PlannedItem) -> Result<RestoredItem> {

@@ -21,13 +21,21 @@ pub async fn run_all<S: Storage + Clone + 'static>(store: &S) {
 }
 
 async fn put_get_head_delete<S: Storage>(s: &S) {
-    s.put("c/a.txt", Bytes::from_static(b"hello")).await.unwrap();
+    s.put("c/a.txt", Bytes::from_static(b"hello"))
+        .await
+        .unwrap();
     assert_eq!(&s.get("c/a.txt").await.unwrap()[..], b"hello");
     let m = s.head("c/a.txt").await.unwrap();
     assert_eq!((m.key.as_str(), m.size), ("c/a.txt", 5));
     s.delete("c/a.txt").await.unwrap();
-    assert!(matches!(s.get("c/a.txt").await, Err(StorageError::NotFound { .. })));
-    assert!(matches!(s.head("c/a.txt").await, Err(StorageError::NotFound { .. })));
+    assert!(matches!(
+        s.get("c/a.txt").await,
+        Err(StorageError::NotFound { .. })
+    ));
+    assert!(matches!(
+        s.head("c/a.txt").await,
+        Err(StorageError::NotFound { .. })
+    ));
     assert_eq!(s.get_opt("c/a.txt").await.unwrap(), None);
     // Deleting what is not there is not an error.
     s.delete("c/a.txt").await.unwrap();
@@ -44,7 +52,13 @@ async fn listing<S: Storage>(s: &S) {
     for k in ["l/1/a", "l/1/b", "l/2/c", "l/top", "lx/other"] {
         s.put(k, Bytes::from(k.to_string())).await.unwrap();
     }
-    let all: Vec<String> = s.list("l/").await.unwrap().into_iter().map(|o| o.key).collect();
+    let all: Vec<String> = s
+        .list("l/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
     assert_eq!(all, ["l/1/a", "l/1/b", "l/2/c", "l/top"]);
     let level = s.list_with_delimiter("l/").await.unwrap();
     assert_eq!(level.prefixes, ["l/1/", "l/2/"]);
@@ -54,7 +68,11 @@ async fn listing<S: Storage>(s: &S) {
     assert!(s.list("nothing/").await.unwrap().is_empty());
     assert_eq!(s.delete_prefix("l/").await.unwrap(), 4);
     assert!(s.list("l/").await.unwrap().is_empty());
-    assert_eq!(s.list("lx/").await.unwrap().len(), 1, "a sibling prefix was touched");
+    assert_eq!(
+        s.list("lx/").await.unwrap().len(),
+        1,
+        "a sibling prefix was touched"
+    );
     s.delete("lx/other").await.unwrap();
 }
 
@@ -68,12 +86,17 @@ async fn streamed_get<S: Storage>(s: &S) {
         got.extend_from_slice(&c.unwrap());
     }
     assert_eq!(got, data);
-    assert!(matches!(s.get_stream("g/none").await, Err(StorageError::NotFound { .. })));
+    assert!(matches!(
+        s.get_stream("g/none").await,
+        Err(StorageError::NotFound { .. })
+    ));
     s.delete("g/big").await.unwrap();
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 async fn multipart_round_trip<S: Storage + Clone + 'static>(s: &S) {
@@ -90,13 +113,23 @@ async fn multipart_round_trip<S: Storage + Clone + 'static>(s: &S) {
         up.write(chunk).await.unwrap();
     }
     // Invisible until completed.
-    assert!(matches!(s.head("m/obj.bin").await, Err(StorageError::NotFound { .. })));
+    assert!(matches!(
+        s.head("m/obj.bin").await,
+        Err(StorageError::NotFound { .. })
+    ));
     let done = up.finish().await.unwrap();
     assert_eq!(done.size, data.len() as u64);
     assert_eq!(done.parts, 4);
     let got = s.get("m/obj.bin").await.unwrap();
-    assert!(got[..] == data[..], "multipart object differs from what was written");
-    assert!(s.list_pending_uploads("m/").await.unwrap_or_default().is_empty());
+    assert!(
+        got[..] == data[..],
+        "multipart object differs from what was written"
+    );
+    assert!(s
+        .list_pending_uploads("m/")
+        .await
+        .unwrap_or_default()
+        .is_empty());
     s.delete("m/obj.bin").await.unwrap();
 }
 
@@ -110,7 +143,10 @@ async fn multipart_abort_leaves_nothing<S: Storage + Clone + 'static>(s: &S) {
     let mut up = StreamUpload::new(store, "a/obj.bin", config);
     up.write(&pattern(11 * 1024 * 1024, 3)).await.unwrap();
     up.abort().await.unwrap();
-    assert!(matches!(s.head("a/obj.bin").await, Err(StorageError::NotFound { .. })));
+    assert!(matches!(
+        s.head("a/obj.bin").await,
+        Err(StorageError::NotFound { .. })
+    ));
     assert!(s.list("a/").await.unwrap().is_empty());
     // Stores that can list pending uploads must show none left.
     if let Ok(p) = s.list_pending_uploads("a/").await {

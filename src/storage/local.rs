@@ -35,7 +35,9 @@ impl LocalStore {
     fn path(&self, key: &str) -> StorageResult<PathBuf> {
         if key.is_empty()
             || key.starts_with('/')
-            || key.split('/').any(|s| s.is_empty() || s == "." || s == "..")
+            || key
+                .split('/')
+                .any(|s| s.is_empty() || s == "." || s == "..")
         {
             return Err(StorageError::Other {
                 op: "resolve",
@@ -135,7 +137,9 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectMeta>) -> std::io::Result<(
             walk(root, &path, out)?;
         } else if ft.is_file() {
             let rel = path.strip_prefix(root).expect("under root");
-            let key = rel.to_string_lossy().replace(std::path::MAIN_SEPARATOR, "/");
+            let key = rel
+                .to_string_lossy()
+                .replace(std::path::MAIN_SEPARATOR, "/");
             out.push(meta(key, &entry.metadata()?));
         }
     }
@@ -145,13 +149,13 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectMeta>) -> std::io::Result<(
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> StorageResult<T> + Send + 'static,
 ) -> StorageResult<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(StorageError::Other {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(StorageError::Other {
             op: "local I/O",
             key: String::new(),
             detail: e.to_string(),
-        }))
+        })
+    })
 }
 
 #[async_trait]
@@ -160,14 +164,19 @@ impl Storage for LocalStore {
         let dest = self.path(key)?;
         let tmp = self.tmp_path();
         let key = key.to_string();
-        blocking(move || write_atomically(&tmp, &dest, &data).map_err(|e| io_err("put", &key, e))).await
+        blocking(move || write_atomically(&tmp, &dest, &data).map_err(|e| io_err("put", &key, e)))
+            .await
     }
 
     async fn get(&self, key: &str) -> StorageResult<Bytes> {
         let path = self.path(key)?;
         let key = key.to_string();
-        blocking(move || std::fs::read(&path).map(Bytes::from).map_err(|e| io_err("get", &key, e)))
-            .await
+        blocking(move || {
+            std::fs::read(&path)
+                .map(Bytes::from)
+                .map_err(|e| io_err("get", &key, e))
+        })
+        .await
     }
 
     async fn get_stream(&self, key: &str) -> StorageResult<ByteStream> {
@@ -272,7 +281,9 @@ impl Storage for LocalStore {
                 Err(e) => return Err(io_err("list uploads", TMP_DIR, e)),
             };
             for e in entries.flatten() {
-                let m = e.metadata().map_err(|e| io_err("list uploads", TMP_DIR, e))?;
+                let m = e
+                    .metadata()
+                    .map_err(|e| io_err("list uploads", TMP_DIR, e))?;
                 let name = e.file_name().to_string_lossy().into_owned();
                 out.push(PendingUpload {
                     key: format!("{TMP_DIR}/{name}"),
@@ -324,7 +335,11 @@ impl MultipartUpload for LocalUpload {
 
     async fn complete(self: Box<Self>) -> StorageResult<()> {
         let LocalUpload {
-            file, tmp, dest, key, ..
+            file,
+            tmp,
+            dest,
+            key,
+            ..
         } = *self;
         blocking(move || {
             let r = file

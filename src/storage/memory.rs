@@ -47,7 +47,9 @@ fn not_found(key: &str) -> StorageError {
 #[async_trait]
 impl Storage for MemoryStore {
     async fn put(&self, key: &str, data: Bytes) -> StorageResult<()> {
-        self.lock().objects.insert(key.to_string(), (data, Utc::now()));
+        self.lock()
+            .objects
+            .insert(key.to_string(), (data, Utc::now()));
         Ok(())
     }
 
@@ -156,11 +158,14 @@ impl MultipartUpload for MemoryUpload {
         let id = self.id.clone();
         Box::pin(async move {
             let mut inner = store.lock();
-            let up = inner.uploads.get_mut(&id).ok_or_else(|| StorageError::Other {
-                op: "upload part",
-                key: id.clone(),
-                detail: "upload no longer exists".into(),
-            })?;
+            let up = inner
+                .uploads
+                .get_mut(&id)
+                .ok_or_else(|| StorageError::Other {
+                    op: "upload part",
+                    key: id.clone(),
+                    detail: "upload no longer exists".into(),
+                })?;
             up.2.insert(n, data);
             Ok(())
         })
@@ -168,11 +173,15 @@ impl MultipartUpload for MemoryUpload {
 
     async fn complete(self: Box<Self>) -> StorageResult<()> {
         let mut inner = self.store.lock();
-        let (key, _, parts) = inner.uploads.remove(&self.id).ok_or_else(|| StorageError::Other {
-            op: "complete upload",
-            key: self.id.clone(),
-            detail: "upload no longer exists".into(),
-        })?;
+        let (key, _, parts) =
+            inner
+                .uploads
+                .remove(&self.id)
+                .ok_or_else(|| StorageError::Other {
+                    op: "complete upload",
+                    key: self.id.clone(),
+                    detail: "upload no longer exists".into(),
+                })?;
         let mut all = Vec::new();
         for (_, p) in parts {
             all.extend_from_slice(&p);

@@ -238,10 +238,20 @@ mod tests {
 
     #[test]
     fn escaping_round_trips_and_is_key_safe() {
-        for name in ["orders", "with space", "dots.in.name", "ünïcødé 日本", "..", ".hidden", "a/b", "50%"] {
+        for name in [
+            "orders",
+            "with space",
+            "dots.in.name",
+            "ünïcødé 日本",
+            "..",
+            ".hidden",
+            "a/b",
+            "50%",
+        ] {
             let e = escape_segment(name);
             assert!(
-                e.bytes().all(|b| b.is_ascii_alphanumeric() || b"%_-.".contains(&b)),
+                e.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"%_-.".contains(&b)),
                 "{e}"
             );
             assert!(!e.starts_with('.'), "{e}");

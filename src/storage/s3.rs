@@ -37,8 +37,16 @@ impl S3Store {
     /// Build a client from the standard AWS configuration plus `settings`. Does not contact
     /// the server.
     pub async fn new(bucket: &str, prefix: &str, settings: &S3Settings) -> Self {
-        let attempts = if settings.max_attempts == 0 { 5 } else { settings.max_attempts };
-        let connect = if settings.connect_timeout_secs == 0 { 5 } else { settings.connect_timeout_secs };
+        let attempts = if settings.max_attempts == 0 {
+            5
+        } else {
+            settings.max_attempts
+        };
+        let connect = if settings.connect_timeout_secs == 0 {
+            5
+        } else {
+            settings.connect_timeout_secs
+        };
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .retry_config(
                 RetryConfig::standard()
@@ -66,7 +74,8 @@ impl S3Store {
             ));
         }
         let shared = loader.load().await;
-        let mut b = aws_sdk_s3::config::Builder::from(&shared).force_path_style(settings.path_style);
+        let mut b =
+            aws_sdk_s3::config::Builder::from(&shared).force_path_style(settings.path_style);
         if shared.region().is_none() {
             b = b.region(Region::new("us-east-1"));
         }
@@ -81,7 +90,11 @@ impl S3Store {
         Self {
             client: Client::from_conf(b.build()),
             bucket: bucket.to_string(),
-            prefix: if prefix.is_empty() { String::new() } else { format!("{prefix}/") },
+            prefix: if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            },
             part_checksums: !settings.checksum_when_required,
         }
     }
@@ -152,8 +165,12 @@ where
         },
         (
             Some(
-                "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "InvalidToken"
-                | "ExpiredToken" | "AllAccessDisabled",
+                "AccessDenied"
+                | "InvalidAccessKeyId"
+                | "SignatureDoesNotMatch"
+                | "InvalidToken"
+                | "ExpiredToken"
+                | "AllAccessDisabled",
             ),
             _,
         )
@@ -170,7 +187,11 @@ where
             detail: format!(
                 "{}{}{}",
                 code.map(|c| format!("{c}: ")).unwrap_or_default(),
-                if message.is_empty() { error_chain(&e) } else { message },
+                if message.is_empty() {
+                    error_chain(&e)
+                } else {
+                    message
+                },
                 status.map(|s| format!(" (HTTP {s})")).unwrap_or_default()
             ),
         },
@@ -439,7 +460,9 @@ impl MultipartUpload for S3Upload {
                 .part_number(n)
                 .set_e_tag(out.e_tag().map(str::to_string))
                 .set_checksum_crc32(
-                    out.checksum_crc32().filter(|_| store.part_checksums).map(str::to_string),
+                    out.checksum_crc32()
+                        .filter(|_| store.part_checksums)
+                        .map(str::to_string),
                 )
                 .build();
             done.lock().unwrap_or_else(|e| e.into_inner()).push(part);
@@ -456,7 +479,11 @@ impl MultipartUpload for S3Upload {
             .bucket(&self.store.bucket)
             .key(self.store.full(&self.key))
             .upload_id(&self.upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
             .send()
             .await
             .map_err(|e| self.store.map("complete upload", &self.key, e))?;

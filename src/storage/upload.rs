@@ -234,7 +234,11 @@ mod tests {
         assert_eq!(c.part_size(1000), 8 << 20);
         assert_eq!(c.part_size(1001), 16 << 20);
         assert_eq!(c.part_size(2001), 32 << 20);
-        assert!(c.max_stream_size() >= 5u128 << 40, "{}", c.max_stream_size());
+        assert!(
+            c.max_stream_size() >= 5u128 << 40,
+            "{}",
+            c.max_stream_size()
+        );
         assert!(c.part_size(MAX_PARTS) <= MAX_PART_SIZE);
     }
 

@@ -25,25 +25,36 @@ fn skipped(e: &CollectionEntry) -> bool {
 ///
 /// # Errors
 /// The scratch server failed (a difference is a failed check, not an error).
-pub async fn compare(manifest: &Manifest, scratch: &Source, prefix: &str, parallel: usize) -> Result<Vec<CollectionCheck>> {
+pub async fn compare(
+    manifest: &Manifest,
+    scratch: &Source,
+    prefix: &str,
+    parallel: usize,
+) -> Result<Vec<CollectionCheck>> {
     // listCollections once per scratch database.
     let mut specs: HashMap<String, HashMap<String, (String, Document)>> = HashMap::new();
     for e in manifest.collections.iter().filter(|e| !skipped(e)) {
         let db = scratch_db(prefix, &e.db);
         if !specs.contains_key(&db) {
             let list = scratch.list_collections(&db).await?;
-            specs.insert(db.clone(), list.into_iter().map(|s| (s.name, (s.kind, s.options))).collect());
+            specs.insert(
+                db.clone(),
+                list.into_iter()
+                    .map(|s| (s.name, (s.kind, s.options)))
+                    .collect(),
+            );
         }
     }
     let specs = &specs;
-    let checks: Vec<Result<CollectionCheck>> = futures::stream::iter(manifest.collections.iter().filter(|e| !skipped(e)))
-        .map(|e| async move {
-            let db = scratch_db(prefix, &e.db);
-            check_collection(e, scratch, &db, specs[&db].get(&e.name)).await
-        })
-        .buffered(parallel.max(1))
-        .collect()
-        .await;
+    let checks: Vec<Result<CollectionCheck>> =
+        futures::stream::iter(manifest.collections.iter().filter(|e| !skipped(e)))
+            .map(|e| async move {
+                let db = scratch_db(prefix, &e.db);
+                check_collection(e, scratch, &db, specs[&db].get(&e.name)).await
+            })
+            .buffered(parallel.max(1))
+            .collect()
+            .await;
     checks.into_iter().collect()
 }
 
@@ -55,15 +66,20 @@ async fn check_collection(
 ) -> Result<CollectionCheck> {
     let mut c = CollectionCheck::new(e);
     let Some((kind, options)) = spec else {
-        c.problems.push(format!("missing: no {} {}.{} on the scratch server", e.kind, db, e.name));
+        c.problems.push(format!(
+            "missing: no {} {}.{} on the scratch server",
+            e.kind, db, e.name
+        ));
         return Ok(c);
     };
     if *kind != e.kind {
-        c.problems.push(format!("type: expected {}, found {kind}", e.kind));
+        c.problems
+            .push(format!("type: expected {}, found {kind}", e.kind));
     }
     let found = ext(options);
     if found != e.options {
-        c.problems.push(format!("options: expected {}, found {found}", e.options));
+        c.problems
+            .push(format!("options: expected {}, found {found}", e.options));
     }
     if e.kind == "view" {
         return Ok(c);
@@ -73,10 +89,15 @@ async fn check_collection(
     c.count_actual = Some(count);
     c.digest_actual = Some(digest.to_hex());
     if count != e.count {
-        c.problems.push(format!("count: expected {}, found {count}", e.count));
+        c.problems
+            .push(format!("count: expected {}, found {count}", e.count));
     }
     if digest.to_hex() != e.content_digest {
-        c.problems.push(format!("content digest: expected {}, found {}", e.content_digest, digest.to_hex()));
+        c.problems.push(format!(
+            "content digest: expected {}, found {}",
+            e.content_digest,
+            digest.to_hex()
+        ));
     }
     let indexes = scratch.list_indexes(db, &e.name).await?;
     c.problems.extend(index_differences(&e.indexes, &indexes));
@@ -85,8 +106,14 @@ async fn check_collection(
 
 /// What differs between the recorded index specs and the server's, by index name.
 pub fn index_differences(expected: &[serde_json::Value], actual: &[Document]) -> Vec<String> {
-    let name = |v: &serde_json::Value| v.get("name").and_then(|n| n.as_str()).unwrap_or("?").to_string();
-    let want: BTreeMap<String, &serde_json::Value> = expected.iter().map(|v| (name(v), v)).collect();
+    let name = |v: &serde_json::Value| {
+        v.get("name")
+            .and_then(|n| n.as_str())
+            .unwrap_or("?")
+            .to_string()
+    };
+    let want: BTreeMap<String, &serde_json::Value> =
+        expected.iter().map(|v| (name(v), v)).collect();
     let have: BTreeMap<String, serde_json::Value> = actual
         .iter()
         .map(|d| {
@@ -143,7 +170,11 @@ async fn digest_of(server: &Source, db: &str, coll: &str) -> Result<(u64, Conten
 /// The source failed.
 pub async fn source_drift(manifest: &Manifest, source: &Source) -> Result<Vec<Drift>> {
     let mut out = Vec::new();
-    for e in manifest.collections.iter().filter(|e| e.kind != "view" && !skipped(e)) {
+    for e in manifest
+        .collections
+        .iter()
+        .filter(|e| e.kind != "view" && !skipped(e))
+    {
         let coll = e.stored_from.clone().unwrap_or_else(|| e.name.clone());
         let now = source
             .client()
@@ -169,7 +200,10 @@ mod tests {
     #[test]
     fn index_differences_name_missing_changed_and_extra_indexes() {
         let spec = |name: &str, unique: bool| doc! { "v": 2, "key": { "a": 1 }, "name": name, "unique": unique };
-        let expected: Vec<serde_json::Value> = [spec("a_1", true), spec("b_1", false)].iter().map(ext).collect();
+        let expected: Vec<serde_json::Value> = [spec("a_1", true), spec("b_1", false)]
+            .iter()
+            .map(ext)
+            .collect();
         assert!(index_differences(&expected, &[spec("a_1", true), spec("b_1", false)]).is_empty());
         let d = index_differences(&expected, &[spec("a_1", false), spec("c_1", false)]);
         assert_eq!(d.len(), 3, "{d:?}");

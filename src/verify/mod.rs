@@ -69,9 +69,18 @@ pub async fn quick(repo: &Repository, manifest: &Manifest) -> Result<VerifyRepor
     let mut objects: Vec<(String, &crate::manifest::StoredObject)> = manifest
         .collections
         .iter()
-        .flat_map(|c| c.objects.iter().map(move |o| (format!("{}.{}", c.db, c.name), o)))
+        .flat_map(|c| {
+            c.objects
+                .iter()
+                .map(move |o| (format!("{}.{}", c.db, c.name), o))
+        })
         .collect();
-    objects.extend(manifest.oplog.as_ref().map(|o| ("oplog".to_string(), &o.object)));
+    objects.extend(
+        manifest
+            .oplog
+            .as_ref()
+            .map(|o| ("oplog".to_string(), &o.object)),
+    );
     debug_assert_eq!(objects.len(), manifest.objects().len());
     let results: Vec<(String, Result<()>)> = futures::stream::iter(objects.iter())
         .map(|(ns, obj)| async move {
@@ -116,8 +125,14 @@ pub async fn full(
     let dbs = check_scratch_free(manifest, scratch, &opts.scratch_prefix).await?;
     let work = async {
         let mut report = VerifyReport::new(manifest, "full", started);
-        report.scratch = Some(format!("{} (databases {}_*)", scratch.info.uri, opts.scratch_prefix));
-        let (from, to): (Vec<String>, Vec<String>) = dbs.iter().map(|(db, s)| (format!("{db}.*"), format!("{s}.*"))).unzip();
+        report.scratch = Some(format!(
+            "{} (databases {}_*)",
+            scratch.info.uri, opts.scratch_prefix
+        ));
+        let (from, to): (Vec<String>, Vec<String>) = dbs
+            .iter()
+            .map(|(db, s)| (format!("{db}.*"), format!("{s}.*")))
+            .unzip();
         let ropts = RestoreOptions {
             map: NsMap::new(&from, &to)?,
             parallel: opts.parallel,
@@ -135,7 +150,8 @@ pub async fn full(
             }
             Err(e) => return Err(e),
         }
-        report.collections = compare(manifest, scratch, &opts.scratch_prefix, opts.parallel).await?;
+        report.collections =
+            compare(manifest, scratch, &opts.scratch_prefix, opts.parallel).await?;
         report.finish();
         Ok(report)
     };
@@ -157,9 +173,17 @@ pub async fn full(
 
 /// The (source db, scratch db) pairs, after checking that none of the scratch databases
 /// (nor the prefix itself) exists.
-async fn check_scratch_free(manifest: &Manifest, scratch: &Source, prefix: &str) -> Result<Vec<(String, String)>> {
-    let dbs: std::collections::BTreeSet<&str> = manifest.collections.iter().map(|c| c.db.as_str()).collect();
-    let pairs: Vec<(String, String)> = dbs.into_iter().map(|d| (d.to_string(), scratch_db(prefix, d))).collect();
+async fn check_scratch_free(
+    manifest: &Manifest,
+    scratch: &Source,
+    prefix: &str,
+) -> Result<Vec<(String, String)>> {
+    let dbs: std::collections::BTreeSet<&str> =
+        manifest.collections.iter().map(|c| c.db.as_str()).collect();
+    let pairs: Vec<(String, String)> = dbs
+        .into_iter()
+        .map(|d| (d.to_string(), scratch_db(prefix, d)))
+        .collect();
     for (_, s) in &pairs {
         if s.len() > 63 || s.contains(['/', '\\', '.', ' ', '"', '$']) {
             return Err(Error::Config(format!(
@@ -167,11 +191,13 @@ async fn check_scratch_free(manifest: &Manifest, scratch: &Source, prefix: &str)
             )));
         }
     }
-    let existing = scratch
-        .client()
-        .list_database_names()
-        .await
-        .map_err(|e| classify(&scratch.info.uri, "listing databases on the scratch server", e))?;
+    let existing = scratch.client().list_database_names().await.map_err(|e| {
+        classify(
+            &scratch.info.uri,
+            "listing databases on the scratch server",
+            e,
+        )
+    })?;
     let taken: Vec<&String> = existing
         .iter()
         .filter(|e| e.as_str() == prefix || e.starts_with(&format!("{prefix}_")))
@@ -190,14 +216,26 @@ async fn check_scratch_free(manifest: &Manifest, scratch: &Source, prefix: &str)
 /// # Errors
 /// The store failed.
 pub async fn store_report(repo: &Repository, report: &VerifyReport) -> Result<String> {
-    let base = format!("{REPORTS}{}/{}", report.snapshot, report.started_at.format("%Y%m%dT%H%M%S%.3fZ"));
+    let base = format!(
+        "{REPORTS}{}/{}",
+        report.snapshot,
+        report.started_at.format("%Y%m%dT%H%M%S%.3fZ")
+    );
     let json = format!("{base}.json");
     repo.store()
-        .put(&format!("{base}.md"), report.to_markdown().into_bytes().into())
+        .put(
+            &format!("{base}.md"),
+            report.to_markdown().into_bytes().into(),
+        )
         .await
         .map_err(|e| repo.err(e))?;
     repo.store()
-        .put(&json, serde_json::to_vec_pretty(report).expect("report serializes").into())
+        .put(
+            &json,
+            serde_json::to_vec_pretty(report)
+                .expect("report serializes")
+                .into(),
+        )
         .await
         .map_err(|e| repo.err(e))?;
     Ok(json)
@@ -222,7 +260,9 @@ pub async fn list_reports(repo: &Repository) -> Result<Vec<VerifyReport>> {
         let body = store.get(&k).await.map_err(|e| repo.err(e))?;
         match serde_json::from_slice::<VerifyReport>(&body) {
             Ok(r) => out.push(r),
-            Err(e) => tracing::warn!(key = %k, error = %e, "skipping an unreadable verification report"),
+            Err(e) => {
+                tracing::warn!(key = %k, error = %e, "skipping an unreadable verification report")
+            }
         }
     }
     out.sort_by(|a, b| a.started_at.cmp(&b.started_at));

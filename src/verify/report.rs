@@ -118,9 +118,15 @@ impl VerifyReport {
     /// Set every result from the problems found, and the end time.
     pub fn finish(&mut self) {
         for c in &mut self.collections {
-            c.result = if c.problems.is_empty() { "passed" } else { "failed" }.into();
+            c.result = if c.problems.is_empty() {
+                "passed"
+            } else {
+                "failed"
+            }
+            .into();
         }
-        let failed = !self.object_problems.is_empty() || self.collections.iter().any(|c| !c.problems.is_empty());
+        let failed = !self.object_problems.is_empty()
+            || self.collections.iter().any(|c| !c.problems.is_empty());
         self.result = if failed { "failed" } else { "passed" }.into();
         self.finished_at = Utc::now().max(self.started_at);
     }
@@ -134,28 +140,50 @@ impl VerifyReport {
     pub fn problems(&self) -> Vec<String> {
         let mut out = self.object_problems.clone();
         for c in &self.collections {
-            out.extend(c.problems.iter().map(|p| format!("{}.{}: {p}", c.db, c.name)));
+            out.extend(
+                c.problems
+                    .iter()
+                    .map(|p| format!("{}.{}: {p}", c.db, c.name)),
+            );
         }
         out
     }
 
     /// The summary printed at the end of `verify`.
     pub fn summary(&self) -> String {
-        let mut s = format!("verification ({}) of snapshot {}: {}", self.kind, self.snapshot, self.result.to_uppercase());
+        let mut s = format!(
+            "verification ({}) of snapshot {}: {}",
+            self.kind,
+            self.snapshot,
+            self.result.to_uppercase()
+        );
         if let Some(r) = self.recovery_seconds {
             let _ = write!(s, ", restored in {r:.1} s");
         }
         if self.kind == "full" {
-            let ok = self.collections.iter().filter(|c| c.problems.is_empty()).count();
+            let ok = self
+                .collections
+                .iter()
+                .filter(|c| c.problems.is_empty())
+                .count();
             let _ = write!(s, ", {ok}/{} collections match", self.collections.len());
         } else {
-            let _ = write!(s, ", {} objects ({} bytes) checked", self.objects_checked, self.bytes_checked);
+            let _ = write!(
+                s,
+                ", {} objects ({} bytes) checked",
+                self.objects_checked, self.bytes_checked
+            );
         }
         s.push('\n');
         for p in self.problems() {
             let _ = writeln!(s, "  mismatch: {p}");
         }
-        for d in self.drift.iter().flatten().filter(|d| d.snapshot_count != d.source_count) {
+        for d in self
+            .drift
+            .iter()
+            .flatten()
+            .filter(|d| d.snapshot_count != d.source_count)
+        {
             let _ = writeln!(
                 s,
                 "  drift (not a failure): {}.{} has {} documents now, {} in the snapshot",
@@ -169,9 +197,23 @@ impl VerifyReport {
     pub fn to_markdown(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "# Verification of snapshot {}\n", self.snapshot);
-        let _ = writeln!(s, "- Result: **{}** ({} verification)", self.result.to_uppercase(), self.kind);
-        let _ = writeln!(s, "- Snapshot taken: {}", self.snapshot_started_at.to_rfc3339());
-        let _ = writeln!(s, "- Verified: {} to {}", self.started_at.to_rfc3339(), self.finished_at.to_rfc3339());
+        let _ = writeln!(
+            s,
+            "- Result: **{}** ({} verification)",
+            self.result.to_uppercase(),
+            self.kind
+        );
+        let _ = writeln!(
+            s,
+            "- Snapshot taken: {}",
+            self.snapshot_started_at.to_rfc3339()
+        );
+        let _ = writeln!(
+            s,
+            "- Verified: {} to {}",
+            self.started_at.to_rfc3339(),
+            self.finished_at.to_rfc3339()
+        );
         if let Some(r) = self.recovery_seconds {
             let _ = writeln!(s, "- Measured recovery time (restore): {r:.1} s");
         }
@@ -179,7 +221,11 @@ impl VerifyReport {
             let _ = writeln!(s, "- Scratch: {sc}");
         }
         if self.kind == "quick" {
-            let _ = writeln!(s, "- Objects checked: {} ({} bytes)", self.objects_checked, self.bytes_checked);
+            let _ = writeln!(
+                s,
+                "- Objects checked: {} ({} bytes)",
+                self.objects_checked, self.bytes_checked
+            );
         }
         for p in &self.object_problems {
             let _ = writeln!(s, "- Stored object problem: {p}");
@@ -203,7 +249,11 @@ impl VerifyReport {
         if let Some(drift) = &self.drift {
             let _ = writeln!(s, "\n## Drift of the live source (not a failure)\n\n| collection | snapshot | source now |\n| --- | --- | --- |");
             for d in drift {
-                let _ = writeln!(s, "| {}.{} | {} | {} |", d.db, d.name, d.snapshot_count, d.source_count);
+                let _ = writeln!(
+                    s,
+                    "| {}.{} | {} | {} |",
+                    d.db, d.name, d.snapshot_count, d.source_count
+                );
             }
         }
         s

@@ -43,7 +43,11 @@ pub fn services() -> Services {
 /// A name unique to this test process and call: databases and S3 prefixes.
 pub fn unique(label: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{label}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "{label}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// The mongokeep binary cargo built for these tests.
@@ -110,11 +114,18 @@ impl Done {
         format!("{}{}", self.stdout, self.stderr)
     }
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
     }
     #[track_caller]
     pub fn expect_code(&self, code: i32) -> &Self {
-        assert_eq!(self.code, code, "expected exit {code}, got {}:\n{}", self.code, self.all());
+        assert_eq!(
+            self.code,
+            code,
+            "expected exit {code}, got {}:\n{}",
+            self.code,
+            self.all()
+        );
         self
     }
 }
@@ -178,12 +189,18 @@ impl Run {
 }
 
 pub async fn client(uri: &str) -> mongodb::Client {
-    mongodb::Client::with_uri_str(uri).await.expect("test client")
+    mongodb::Client::with_uri_str(uri)
+        .await
+        .expect("test client")
 }
 
 /// A free port on 127.0.0.1 (bind to 0, read it, release it).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn script() -> PathBuf {
@@ -193,10 +210,16 @@ fn script() -> PathBuf {
 fn kill_pidfile(pidfile: &Path) {
     if let Ok(pid) = std::fs::read_to_string(pidfile) {
         let pid = pid.trim();
-        let _ = Command::new("kill").args(["-9", pid]).stderr(std::process::Stdio::null()).status();
+        let _ = Command::new("kill")
+            .args(["-9", pid])
+            .stderr(std::process::Stdio::null())
+            .status();
         // Wait until it is gone so the port is free for a restart.
         for _ in 0..100 {
-            let alive = Command::new("kill").args(["-0", pid]).stderr(std::process::Stdio::null()).status();
+            let alive = Command::new("kill")
+                .args(["-0", pid])
+                .stderr(std::process::Stdio::null())
+                .status();
             if !alive.map(|s| s.success()).unwrap_or(false) {
                 break;
             }
@@ -234,7 +257,11 @@ impl PrivateMongod {
             .args(flags)
             .output()
             .unwrap();
-        assert!(out.status.success(), "private mongod did not start: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "private mongod did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let uri = if flags.contains(&"--replset") {
             format!("mongodb://127.0.0.1:{port}/?replicaSet=rs0&serverSelectionTimeoutMS=3000")
         } else {
@@ -252,7 +279,11 @@ impl PrivateMongod {
             .arg(self.port.to_string())
             .output()
             .unwrap();
-        assert!(out.status.success(), "private mongod did not restart: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "private mongod did not restart: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn kill(&self) {
@@ -278,10 +309,20 @@ impl PrivateGarage {
         let (s3, rpc, admin) = (free_port(), free_port(), free_port());
         let out = Command::new("bash")
             .arg(script())
-            .args(["garage-start", dir.path().to_str().unwrap(), &s3.to_string(), &rpc.to_string(), &admin.to_string()])
+            .args([
+                "garage-start",
+                dir.path().to_str().unwrap(),
+                &s3.to_string(),
+                &rpc.to_string(),
+                &admin.to_string(),
+            ])
             .output()
             .unwrap();
-        assert!(out.status.success(), "private garage did not start: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "private garage did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let keys = std::fs::read_to_string(dir.path().join("keys")).unwrap();
         let get = |k: &str| {
             keys.lines()
@@ -316,7 +357,14 @@ impl PrivateGarage {
             .spawn()
             .unwrap();
         std::fs::write(self.dir.path().join("pid"), child.id().to_string()).unwrap();
-        let port: u16 = self.target.endpoint.rsplit(':').next().unwrap().parse().unwrap();
+        let port: u16 = self
+            .target
+            .endpoint
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return;
@@ -335,5 +383,11 @@ impl Drop for PrivateGarage {
 
 /// Every object key under `prefix` in `store`.
 pub async fn keys(store: &dyn Storage, prefix: &str) -> Vec<String> {
-    store.list(prefix).await.unwrap().into_iter().map(|o| o.key).collect()
+    store
+        .list(prefix)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect()
 }
