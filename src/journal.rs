@@ -107,7 +107,7 @@ pub async fn list(repo: &Repository, since: Option<DateTime<Utc>>) -> Result<Vec
             }
         }
     }
-    out.sort_by(|a, b| a.time.cmp(&b.time));
+    out.sort_by_key(|e| e.time);
     Ok(out)
 }
 

@@ -123,7 +123,7 @@ pub async fn build(repo: &Repository, month: &str, now: DateTime<Utc>) -> Result
             documents: s.documents,
         })
         .collect();
-    snapshots.sort_by(|a, b| a.time.cmp(&b.time));
+    snapshots.sort_by_key(|s| s.time);
     let verifications = list_reports(repo)
         .await?
         .into_iter()

@@ -212,7 +212,7 @@ async fn rich_database_to_s3_matches_the_source_exactly() {
 
     // The acceptance list's specifics.
     let idx = entries["indexed"]["indexes"].as_array().unwrap();
-    let has = |pred: &dyn Fn(&serde_json::Value) -> bool| idx.iter().any(|i| pred(i));
+    let has = |pred: &dyn Fn(&serde_json::Value) -> bool| idx.iter().any(pred);
     assert!(has(&|i| i["unique"] == true), "unique");
     assert!(
         has(&|i| i["key"].as_object().unwrap().len() == 2 && i["key"].get("status").is_some()),

@@ -212,32 +212,6 @@ pub fn manifest_text(m: &Manifest) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bytes_are_human() {
-        assert_eq!(human_bytes(0), "0 B");
-        assert_eq!(human_bytes(1023), "1023 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(5 << 30), "5.0 GiB");
-    }
-
-    #[test]
-    fn table_aligns_columns() {
-        let t = table(
-            &["A", "NUM"],
-            &[
-                vec!["long".into(), "1".into()],
-                vec!["x".into(), "100".into()],
-            ],
-            &[false, true],
-        );
-        assert_eq!(t, "A     NUM\nlong    1\nx     100\n");
-    }
-}
-
 /// The plan of a restore (`--dry-run`).
 pub fn restore_plan(p: &RestorePlan) -> String {
     let mut out = format!(
@@ -337,4 +311,30 @@ pub fn journal_table(entries: &[crate::journal::JournalEntry]) -> String {
         &rows,
         &[false, false, false, true, false, false],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_are_human() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(5 << 30), "5.0 GiB");
+    }
+
+    #[test]
+    fn table_aligns_columns() {
+        let t = table(
+            &["A", "NUM"],
+            &[
+                vec!["long".into(), "1".into()],
+                vec!["x".into(), "100".into()],
+            ],
+            &[false, true],
+        );
+        assert_eq!(t, "A     NUM\nlong    1\nx     100\n");
+    }
 }

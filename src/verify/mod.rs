@@ -265,7 +265,7 @@ pub async fn list_reports(repo: &Repository) -> Result<Vec<VerifyReport>> {
             }
         }
     }
-    out.sort_by(|a, b| a.started_at.cmp(&b.started_at));
+    out.sort_by_key(|r| r.started_at);
     Ok(out)
 }
 
