@@ -35,9 +35,14 @@ pub struct VerifyArgs {
     /// Keep the scratch databases afterwards (to look into a failure)
     #[arg(long)]
     pub keep: bool,
-    /// Also report how the live source differs from the snapshot now (drift, not failure)
+    /// Also report how the live source differs from the snapshot now (drift, not failure);
+    /// with --to-time, compare with what the source held at the restored position instead
     #[arg(long)]
     pub compare_source: Option<String>,
+    /// Restore to this time (RFC 3339 or SECONDS:INCREMENT) by replaying the stored oplog,
+    /// and check the state there (see docs/pitr.md)
+    #[arg(long, conflicts_with = "quick")]
+    pub to_time: Option<String>,
     /// Write a copy of the JSON report here
     #[arg(long)]
     pub report_out: Option<PathBuf>,
@@ -165,6 +170,23 @@ pub(crate) async fn cmd_verify(ctx: &Context, a: VerifyArgs) -> Result<()> {
                 keep: a.keep,
                 parallel: a.parallel.unwrap_or(2).max(1),
             };
+            if let Some(t) = &a.to_time {
+                let to = crate::oplog::optime::ToTime::parse(t, "--to-time")?;
+                let source = match &a.compare_source {
+                    Some(u) => Some(Source::connect(u).await?),
+                    None => None,
+                };
+                return verify::verify_to_time(
+                    &repo,
+                    &manifest,
+                    &scratch,
+                    &opts,
+                    to,
+                    source.as_ref(),
+                    shutdown_signal(),
+                )
+                .await;
+            }
             verify::full(&repo, &manifest, &scratch, &opts, shutdown_signal()).await?
         };
         if let Some(src) = &a.compare_source {

@@ -142,7 +142,11 @@ pub fn index_differences(expected: &[serde_json::Value], actual: &[Document]) ->
 }
 
 /// Count and content digest of a collection, read as raw BSON.
-async fn digest_of(server: &Source, db: &str, coll: &str) -> Result<(u64, ContentDigest)> {
+pub(crate) async fn digest_of(
+    server: &Source,
+    db: &str,
+    coll: &str,
+) -> Result<(u64, ContentDigest)> {
     let (tx, mut rx) = mpsc::channel(4);
     let read = server.stream_documents(db, coll, tx, CancellationToken::new());
     let sum = async {

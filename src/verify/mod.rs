@@ -11,6 +11,7 @@
 
 mod compare;
 pub mod report;
+mod to_time;
 
 use std::future::Future;
 use std::time::Instant;
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use compare::{compare, source_drift};
 pub use report::{CollectionCheck, Drift, VerifyReport};
+pub use to_time::verify_to_time;
 
 use crate::fetch::fetch_verified;
 use crate::manifest::Manifest;
@@ -173,7 +175,7 @@ pub async fn full(
 
 /// The (source db, scratch db) pairs, after checking that none of the scratch databases
 /// (nor the prefix itself) exists.
-async fn check_scratch_free(
+pub(crate) async fn check_scratch_free(
     manifest: &Manifest,
     scratch: &Source,
     prefix: &str,

@@ -93,6 +93,9 @@ pub struct VerifyReport {
     pub collections: Vec<CollectionCheck>,
     /// Drift of the live source (`--compare-source`), not part of the result.
     pub drift: Option<Vec<Drift>>,
+    /// For `--to-time`: the last oplog position applied (`seconds:increment`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_to: Option<String>,
 }
 
 impl VerifyReport {
@@ -112,6 +115,7 @@ impl VerifyReport {
             bytes_checked: 0,
             collections: vec![],
             drift: None,
+            restored_to: None,
         }
     }
 
@@ -160,7 +164,10 @@ impl VerifyReport {
         if let Some(r) = self.recovery_seconds {
             let _ = write!(s, ", restored in {r:.1} s");
         }
-        if self.kind == "full" {
+        if let Some(r) = &self.restored_to {
+            let _ = write!(s, ", replayed to {r}");
+        }
+        if self.kind != "quick" {
             let ok = self
                 .collections
                 .iter()
