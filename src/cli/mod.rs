@@ -105,9 +105,9 @@ pub enum Command {
     Oplog(OplogArgs),
 }
 
-/// `mongokeep backup`
+/// Where the MongoDB source comes from (`backup`, `oplog push`).
 #[derive(Debug, Args)]
-pub struct BackupArgs {
+pub struct SourceArgs {
     /// MongoDB URI. Prefer MONGODB_URI or --source-file: a URI with a password on the
     /// command line is visible in the process list.
     #[arg(long, env = "MONGODB_URI", hide_env_values = true)]
@@ -115,6 +115,33 @@ pub struct BackupArgs {
     /// File whose first line is the MongoDB URI
     #[arg(long, env = "MONGOKEEP_SOURCE_FILE")]
     pub source_file: Option<PathBuf>,
+}
+
+impl SourceArgs {
+    /// The URI: flag or MONGODB_URI, then --source-file or MONGOKEEP_SOURCE_FILE, then the
+    /// file's `[source] uri_file`, then its `[source] uri`.
+    ///
+    /// # Errors
+    /// None of them is set, or the URI file cannot be read.
+    pub fn uri(&self, file: &FileConfig) -> Result<String> {
+        if let Some(u) = &self.source {
+            return Ok(u.clone());
+        }
+        if let Some(p) = self.source_file.as_ref().or(file.source.uri_file.as_ref()) {
+            return read_uri_file(p);
+        }
+        file.source.uri.clone().ok_or_else(|| {
+            Error::Config(
+                "no MongoDB source: set MONGODB_URI, or --source-file FILE, or [source] uri_file in mongokeep.toml".into(),
+            )
+        })
+    }
+}
+
+/// Which namespaces (`backup`, `oplog push`); a list left empty falls back to the config
+/// file's `[backup]` section.
+#[derive(Debug, Args)]
+pub struct SelectionArgs {
     /// Only this database (repeatable)
     #[arg(long = "db")]
     pub databases: Vec<String>,
@@ -124,6 +151,43 @@ pub struct BackupArgs {
     /// Leave out namespaces matching this glob (repeatable)
     #[arg(long)]
     pub ns_exclude: Vec<String>,
+}
+
+impl SelectionArgs {
+    /// The selection, flags first, then `[backup]`.
+    ///
+    /// # Errors
+    /// A malformed glob.
+    pub fn selection(
+        &self,
+        f: &crate::config::BackupSection,
+        include_users: bool,
+    ) -> Result<Selection> {
+        let pick = |flag: &Vec<String>, file: &Vec<String>| {
+            if flag.is_empty() {
+                file.clone()
+            } else {
+                flag.clone()
+            }
+        };
+        Selection::new(
+            pick(&self.databases, &f.databases),
+            pick(&self.ns_include, &f.ns_include),
+            pick(&self.ns_exclude, &f.ns_exclude),
+            include_users,
+        )
+    }
+}
+
+/// `mongokeep backup`
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The source.
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// What to back up.
+    #[command(flatten)]
+    pub select: SelectionArgs,
     /// Also back up users and roles (admin.system.users, admin.system.roles)
     #[arg(long)]
     pub include_users: bool,
@@ -322,26 +386,6 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// The source URI: flag or MONGODB_URI, then --source-file or MONGOKEEP_SOURCE_FILE, then
-/// the file's `[source]`.
-fn source_uri(a: &BackupArgs, file: &FileConfig) -> Result<String> {
-    if let Some(u) = &a.source {
-        return Ok(u.clone());
-    }
-    if let Some(p) = &a.source_file {
-        return read_uri_file(p);
-    }
-    if let Some(p) = &file.source.uri_file {
-        return read_uri_file(p);
-    }
-    if let Some(u) = &file.source.uri {
-        return Ok(u.clone());
-    }
-    Err(Error::Config(
-        "no MongoDB source: set MONGODB_URI, or --source-file FILE, or [source] uri_file in mongokeep.toml".into(),
-    ))
-}
-
 async fn cmd_backup(ctx: &Context, a: BackupArgs) -> Result<()> {
     let f = &ctx.file.backup;
     let codec = Codec::parse(
@@ -350,14 +394,9 @@ async fn cmd_backup(ctx: &Context, a: BackupArgs) -> Result<()> {
             .or(f.compression.as_deref())
             .unwrap_or("gzip:6"),
     )?;
-    let pick =
-        |flag: Vec<String>, file: &Vec<String>| if flag.is_empty() { file.clone() } else { flag };
-    let selection = Selection::new(
-        pick(a.databases.clone(), &f.databases),
-        pick(a.ns_include.clone(), &f.ns_include),
-        pick(a.ns_exclude.clone(), &f.ns_exclude),
-        a.include_users || f.include_users.unwrap_or(false),
-    )?;
+    let selection = a
+        .select
+        .selection(f, a.include_users || f.include_users.unwrap_or(false))?;
     let parallel = a.parallel.or(f.parallel).unwrap_or(2);
     if parallel == 0 {
         return Err(Error::Config("--parallel must be at least 1".into()));
@@ -370,7 +409,7 @@ async fn cmd_backup(ctx: &Context, a: BackupArgs) -> Result<()> {
     }
     let mut tags = f.tags.clone();
     tags.extend(a.tags.iter().cloned());
-    let uri = source_uri(&a, &ctx.file)?;
+    let uri = a.source.uri(&ctx.file)?;
     let repo = ctx.repository().await?;
     let source = Source::connect(&uri).await?;
     let opts = BackupOptions {

@@ -3,15 +3,12 @@
 //! shows: flags, and what they print.
 
 use std::fmt::Write;
-use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use super::output::{human_bytes, print_json, restore_plan, table};
 use super::Context;
-use crate::backup::Selection;
-use crate::config::read_uri_file;
 use crate::manifest::Manifest;
 use crate::oplog::coverage::{self, Range};
 use crate::oplog::optime::{describe, wall_or_seconds, ToTime};
@@ -20,7 +17,7 @@ use crate::oplog::slices::{self, PushOptions};
 use crate::repository::{Repository, SnapshotSummary};
 use crate::restore::RestoreOptions;
 use crate::source::Source;
-use crate::{Error, Result};
+use crate::Result;
 
 /// `mongokeep oplog`
 #[derive(Debug, Args)]
@@ -41,59 +38,25 @@ pub enum OplogCommand {
 /// `mongokeep oplog push`
 #[derive(Debug, Args)]
 pub struct PushArgs {
-    /// MongoDB URI of the replica set. Prefer MONGODB_URI or --source-file.
-    #[arg(long, env = "MONGODB_URI", hide_env_values = true)]
-    pub source: Option<String>,
-    /// File whose first line is the MongoDB URI
-    #[arg(long, env = "MONGOKEEP_SOURCE_FILE")]
-    pub source_file: Option<PathBuf>,
-    /// Only this database (repeatable) [default: the [backup] section's, else every one]
-    #[arg(long = "db")]
-    pub databases: Vec<String>,
-    /// Only namespaces matching this glob over db.collection (repeatable)
-    #[arg(long)]
-    pub ns_include: Vec<String>,
-    /// Leave out namespaces matching this glob (repeatable)
-    #[arg(long)]
-    pub ns_exclude: Vec<String>,
+    /// The replica set.
+    #[command(flatten)]
+    pub source: super::SourceArgs,
+    /// Which namespaces [default: the [backup] section's, else every one].
+    #[command(flatten)]
+    pub select: super::SelectionArgs,
     /// Print the result as JSON
     #[arg(long)]
     pub json: bool,
 }
 
-fn source_uri(a: &PushArgs, ctx: &Context) -> Result<String> {
-    if let Some(u) = &a.source {
-        return Ok(u.clone());
-    }
-    if let Some(p) = a.source_file.as_ref().or(ctx.file.source.uri_file.as_ref()) {
-        return read_uri_file(p);
-    }
-    ctx.file.source.uri.clone().ok_or_else(|| {
-        Error::Config("no MongoDB source: set MONGODB_URI, or --source-file FILE, or [source] uri_file in mongokeep.toml".into())
-    })
-}
-
 /// `mongokeep oplog push`.
 ///
 /// # Errors
-/// As [`slices::push`]; [`Error::OplogGap`] (exit 3) after storing a slice past a gap.
+/// As [`slices::push`]; [`crate::Error::OplogGap`] (exit 3) after storing a slice past a gap.
 pub async fn cmd_oplog(ctx: &Context, a: OplogArgs) -> Result<()> {
     let OplogCommand::Push(a) = a.command;
-    let f = &ctx.file.backup;
-    let pick = |flag: &Vec<String>, file: &Vec<String>| {
-        if flag.is_empty() {
-            file.clone()
-        } else {
-            flag.clone()
-        }
-    };
-    let selection = Selection::new(
-        pick(&a.databases, &f.databases),
-        pick(&a.ns_include, &f.ns_include),
-        pick(&a.ns_exclude, &f.ns_exclude),
-        false,
-    )?;
-    let uri = source_uri(&a, ctx)?;
+    let selection = a.select.selection(&ctx.file.backup, false)?;
+    let uri = a.source.uri(&ctx.file)?;
     let repo = ctx.repository().await?;
     let source = Source::connect(&uri).await?;
     let opts = PushOptions {
