@@ -186,8 +186,12 @@ pub async fn capture(
     })
 }
 
-fn stop_reached(stop: &watch::Receiver<Option<OpTime>>, p: &Progress) -> bool {
-    matches!((*stop.borrow(), p.last_read), (Some(s), Some(l)) if l >= s)
+/// Whether everything up to the stop position has been read. Nothing read yet counts as
+/// having read up to the start: a dump during which nobody wrote (stop == start) is complete
+/// at once, instead of waiting for the next entry past it (on an idle replica set, the
+/// primary's periodic no-op, up to 10 s or more away).
+fn stop_reached(stop: &watch::Receiver<Option<OpTime>>, p: &Progress, from: OpTime) -> bool {
+    matches!(*stop.borrow(), Some(s) if p.last_read.unwrap_or(from) >= s)
 }
 
 async fn follow(
@@ -220,7 +224,7 @@ async fn follow(
             if cancel.is_cancelled() {
                 return Err(Error::Cancelled);
             }
-            if stop_reached(stop, p) {
+            if stop_reached(stop, p, spec.from) {
                 return Ok(());
             }
             if stop.borrow().is_some() {
@@ -286,5 +290,35 @@ async fn follow(
                 stop.borrow_and_update();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn progress(last_read: Option<OpTime>) -> Progress {
+        Progress {
+            last_read,
+            ..Progress::default()
+        }
+    }
+
+    #[test]
+    fn a_dump_without_writes_is_complete_without_waiting_for_a_later_entry() {
+        // Regression: on an idle replica set (stop == start, nothing read) the capture
+        // waited for the primary's next no-op, 10-20 s, before finishing a backup.
+        let from = OpTime { t: 100, i: 5 };
+        let (_tx, rx) = watch::channel(Some(from));
+        assert!(stop_reached(&rx, &progress(None), from));
+        let (_tx, later) = watch::channel(Some(OpTime { t: 100, i: 6 }));
+        assert!(!stop_reached(&later, &progress(None), from));
+        assert!(stop_reached(
+            &later,
+            &progress(Some(OpTime { t: 100, i: 6 })),
+            from
+        ));
+        let (_tx, unset) = watch::channel(None);
+        assert!(!stop_reached(&unset, &progress(None), from));
     }
 }
