@@ -47,6 +47,16 @@ impl Codec {
         }
     }
 
+    /// The codec to read an archive whose manifest entry says `name` (`gzip` or `none`;
+    /// the level does not matter for reading).
+    pub fn for_reading(name: &str) -> Self {
+        if name == "none" {
+            Codec::None
+        } else {
+            Codec::Gzip(6)
+        }
+    }
+
     /// The name recorded in the manifest (`gzip` or `none`).
     pub fn name(&self) -> &'static str {
         match self {

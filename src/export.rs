@@ -129,11 +129,7 @@ async fn write_bson(repo: &Repository, e: &CollectionEntry, path: &Path) -> Resu
     let mut file = BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(io(&tmp))?);
     let mut docs = 0u64;
     let mut bytes = 0u64;
-    let codec = if e.codec == "none" {
-        Codec::None
-    } else {
-        Codec::Gzip(6)
-    };
+    let codec = Codec::for_reading(&e.codec);
     let cancel = CancellationToken::new();
     for obj in &e.objects {
         let (tx, rx) = mpsc::channel(8);

@@ -82,10 +82,7 @@ pub(super) async fn restore_collection(
         .get("capped")
         .and_then(|v| v.as_bool())
         .unwrap_or(false);
-    let codec = match e.codec.as_str() {
-        "none" => Codec::None,
-        _ => Codec::Gzip(6),
-    };
+    let codec = Codec::for_reading(&e.codec);
     let mut loaded = (0u64, 0u64);
     for obj in &e.objects {
         let (byte_tx, byte_rx) = mpsc::channel(8);

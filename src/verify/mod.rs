@@ -127,19 +127,8 @@ pub async fn full(
     let dbs = check_scratch_free(manifest, scratch, &opts.scratch_prefix).await?;
     let work = async {
         let mut report = VerifyReport::new(manifest, "full", started);
-        report.scratch = Some(format!(
-            "{} (databases {}_*)",
-            scratch.info.uri, opts.scratch_prefix
-        ));
-        let (from, to): (Vec<String>, Vec<String>) = dbs
-            .iter()
-            .map(|(db, s)| (format!("{db}.*"), format!("{s}.*")))
-            .unzip();
-        let ropts = RestoreOptions {
-            map: NsMap::new(&from, &to)?,
-            parallel: opts.parallel,
-            ..RestoreOptions::default()
-        };
+        report.scratch = Some(scratch_label(scratch, &opts.scratch_prefix));
+        let ropts = scratch_restore_options(&dbs, opts.parallel)?;
         let plan = restore::plan(manifest, scratch, &ropts).await?;
         let t = Instant::now();
         match restore::execute(repo, scratch, &plan, &ropts).await {
@@ -161,16 +150,47 @@ pub async fn full(
         r = work => r,
         () = shutdown => Err(Error::Interrupted),
     };
-    if opts.keep {
-        tracing::warn!(prefix = %opts.scratch_prefix, "scratch databases kept (--keep); drop them when done");
-    } else {
-        for (_, db) in &dbs {
-            if let Err(e) = scratch.client().database(db).drop().await {
-                tracing::warn!(db = %db, error = %e, "could not drop a scratch database; drop it by hand");
-            }
+    drop_scratch(scratch, &dbs, opts.keep, &opts.scratch_prefix).await;
+    result
+}
+
+/// Restore options that put each database of the snapshot into its scratch database.
+pub(crate) fn scratch_restore_options(
+    dbs: &[(String, String)],
+    parallel: usize,
+) -> Result<RestoreOptions> {
+    let (from, to): (Vec<String>, Vec<String>) = dbs
+        .iter()
+        .map(|(db, s)| (format!("{db}.*"), format!("{s}.*")))
+        .unzip();
+    Ok(RestoreOptions {
+        map: NsMap::new(&from, &to)?,
+        parallel,
+        ..RestoreOptions::default()
+    })
+}
+
+/// How a report names the scratch server and databases.
+pub(crate) fn scratch_label(scratch: &Source, prefix: &str) -> String {
+    format!("{} (databases {prefix}_*)", scratch.info.uri)
+}
+
+/// Drop the scratch databases (unless `keep`); a failure to drop is a warning.
+pub(crate) async fn drop_scratch(
+    scratch: &Source,
+    dbs: &[(String, String)],
+    keep: bool,
+    prefix: &str,
+) {
+    if keep {
+        tracing::warn!(prefix = %prefix, "scratch databases kept (--keep); drop them when done");
+        return;
+    }
+    for (_, db) in dbs {
+        if let Err(e) = scratch.client().database(db).drop().await {
+            tracing::warn!(db = %db, error = %e, "could not drop a scratch database; drop it by hand");
         }
     }
-    result
 }
 
 /// The (source db, scratch db) pairs, after checking that none of the scratch databases

@@ -14,12 +14,13 @@ use mongodb::bson::{doc, RawDocumentBuf, Timestamp};
 
 use super::compare::digest_of;
 use super::report::{CollectionCheck, VerifyReport};
-use super::{check_scratch_free, VerifyOptions};
+use super::{
+    check_scratch_free, drop_scratch, scratch_label, scratch_restore_options, VerifyOptions,
+};
 use crate::digest::ContentDigest;
 use crate::manifest::{CollectionEntry, Manifest};
 use crate::oplog::optime::ToTime;
 use crate::repository::Repository;
-use crate::restore::{NsMap, RestoreOptions};
 use crate::source::{classify, Source};
 use crate::{Error, Result};
 
@@ -41,19 +42,8 @@ pub async fn verify_to_time(
     let dbs = check_scratch_free(manifest, scratch, &opts.scratch_prefix).await?;
     let work = async {
         let mut report = VerifyReport::new(manifest, "to-time", started);
-        report.scratch = Some(format!(
-            "{} (databases {}_*)",
-            scratch.info.uri, opts.scratch_prefix
-        ));
-        let (from, into): (Vec<String>, Vec<String>) = dbs
-            .iter()
-            .map(|(db, s)| (format!("{db}.*"), format!("{s}.*")))
-            .unzip();
-        let ropts = RestoreOptions {
-            map: NsMap::new(&from, &into)?,
-            parallel: opts.parallel,
-            ..RestoreOptions::default()
-        };
+        report.scratch = Some(scratch_label(scratch, &opts.scratch_prefix));
+        let ropts = scratch_restore_options(&dbs, opts.parallel)?;
         let t = Instant::now();
         let summary =
             match crate::oplog::restore::restore_to_time(repo, manifest, scratch, &ropts, Some(to))
@@ -121,13 +111,7 @@ pub async fn verify_to_time(
         r = work => r,
         () = shutdown => Err(Error::Interrupted),
     };
-    if !opts.keep {
-        for (_, db) in &dbs {
-            if let Err(e) = scratch.client().database(db).drop().await {
-                tracing::warn!(db = %db, error = %e, "could not drop a scratch database; drop it by hand");
-            }
-        }
-    }
+    drop_scratch(scratch, &dbs, opts.keep, &opts.scratch_prefix).await;
     result
 }
 
