@@ -28,6 +28,32 @@ pub struct Source {
     pub info: SourceInfo,
 }
 
+/// A range of a collection's `_id` index: `min` inclusive, `max` exclusive, `None` open.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IdRange {
+    /// First `_id` of the range (`{_id: value}`).
+    pub min: Option<Document>,
+    /// First `_id` after the range.
+    pub max: Option<Document>,
+}
+
+impl IdRange {
+    /// The ranges between consecutive split keys, covering the whole index.
+    pub fn between(splits: Vec<Document>) -> Vec<IdRange> {
+        let mut out = Vec::with_capacity(splits.len() + 1);
+        let mut min = None;
+        for s in splits {
+            out.push(IdRange {
+                min: min.take(),
+                max: Some(s.clone()),
+            });
+            min = Some(s);
+        }
+        out.push(IdRange { min, max: None });
+        out
+    }
+}
+
 /// One entry of `listCollections`.
 #[derive(Debug, Clone)]
 pub struct CollectionSpec {
@@ -185,6 +211,32 @@ impl Source {
         Ok(out)
     }
 
+    /// Split keys that cut `db.coll`'s `_id` index into pieces of about `chunk_bytes`
+    /// (the server's `splitVector`). Empty when the server cannot say (no privilege, no
+    /// `_id` index, a view): the caller then reads the collection with one cursor.
+    pub async fn split_points(&self, db: &str, coll: &str, chunk_bytes: u64) -> Vec<Document> {
+        let cmd = doc! {
+            "splitVector": format!("{db}.{coll}"),
+            "keyPattern": {"_id": 1},
+            // The server takes 1 MiB to 1 GiB.
+            "maxChunkSizeBytes": chunk_bytes.clamp(1 << 20, 1 << 30) as i64,
+        };
+        match self.client.database(db).run_command(cmd).await {
+            Ok(reply) => reply
+                .get_array("splitKeys")
+                .map(|keys| {
+                    keys.iter()
+                        .filter_map(|k| k.as_document().cloned())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Err(e) => {
+                tracing::debug!(ns = %format!("{db}.{coll}"), error = %e, "splitVector refused; one cursor");
+                Vec::new()
+            }
+        }
+    }
+
     /// Stream every document of `db.coll` as raw BSON into `tx`, in chunks of whole
     /// documents, then [`Chunk::End`]. Stops with [`Error::Cancelled`] when `cancel` fires.
     ///
@@ -197,10 +249,38 @@ impl Source {
         tx: mpsc::Sender<Chunk>,
         cancel: CancellationToken,
     ) -> Result<()> {
+        self.stream_range(db, coll, &IdRange::default(), tx, cancel)
+            .await
+    }
+
+    /// [`Source::stream_documents`] restricted to one `_id` range (bounds on the `_id`
+    /// index, so documents whose `_id`s have different types are not lost to type
+    /// bracketing); the whole collection, in natural order, when the range is unbounded.
+    ///
+    /// # Errors
+    /// As [`Source::stream_documents`].
+    pub async fn stream_range(
+        &self,
+        db: &str,
+        coll: &str,
+        range: &IdRange,
+        tx: mpsc::Sender<Chunk>,
+        cancel: CancellationToken,
+    ) -> Result<()> {
         let ctx = || format!("reading {db}.{coll}");
         let collection = self.client.database(db).collection::<Document>(coll);
+        let mut find = collection.find(doc! {});
+        if range.min.is_some() || range.max.is_some() {
+            find = find.hint(mongodb::options::Hint::Keys(doc! {"_id": 1}));
+            if let Some(min) = &range.min {
+                find = find.min(min.clone());
+            }
+            if let Some(max) = &range.max {
+                find = find.max(max.clone());
+            }
+        }
         let mut cursor = tokio::select! {
-            r = collection.find(doc! {}).batch() => r.map_err(|e| self.err(ctx(), e))?,
+            r = find.batch() => r.map_err(|e| self.err(ctx(), e))?,
             _ = cancel.cancelled() => return Err(Error::Cancelled),
         };
         let mut chunk: Vec<u8> = Vec::with_capacity(CHUNK_BYTES);

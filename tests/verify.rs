@@ -391,3 +391,45 @@ async fn unreachable_or_occupied_scratch_is_refused_and_an_interrupted_verify_cl
     );
     client.database(&db).drop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_large_collection_read_back_in_id_ranges_has_the_digest_of_one_cursor() {
+    // _ids of several types: index bounds (min/max), not $gte/$lt, keep every one of them.
+    let s = common::services();
+    let client = common::client(&s.standalone_uri).await;
+    let db = common::unique("vranges");
+    let coll = client.database(&db).collection::<Document>("mixed");
+    let pad = "x".repeat(4000);
+    let mut docs = Vec::new();
+    for i in 0..3000i64 {
+        let id = match i % 4 {
+            0 => mongodb::bson::Bson::Int64(i),
+            1 => mongodb::bson::Bson::String(format!("s{i:05}")),
+            2 => mongodb::bson::Bson::ObjectId(mongodb::bson::oid::ObjectId::new()),
+            _ => mongodb::bson::Bson::Document(doc! {"k": i}),
+        };
+        docs.push(doc! {"_id": id, "i": i, "pad": &pad});
+    }
+    coll.insert_many(docs).await.unwrap();
+    let server = Source::connect(&s.standalone_uri).await.unwrap();
+    let (n1, d1) = mongokeep::verify::digest_of(&server, &db, "mixed")
+        .await
+        .unwrap();
+    assert_eq!(n1, 3000);
+    let bytes = 3000 * 4050;
+    let (n2, d2, ranges) =
+        mongokeep::verify::digest_in_ranges(&server, &db, "mixed", bytes, 1 << 20)
+            .await
+            .unwrap();
+    assert!(
+        ranges > 4,
+        "the collection was not split: {ranges} range(s)"
+    );
+    assert_eq!((n2, d2), (n1, d1), "the ranges lost or repeated documents");
+    // Small enough for one cursor: no split.
+    let (n3, d3, one) = mongokeep::verify::digest_in_ranges(&server, &db, "mixed", bytes, bytes)
+        .await
+        .unwrap();
+    assert_eq!((n3, d3, one), (n1, d1, 1));
+    client.database(&db).drop().await.unwrap();
+}

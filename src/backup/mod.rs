@@ -47,7 +47,7 @@ impl Default for BackupOptions {
     fn default() -> Self {
         Self {
             selection: Selection::default(),
-            codec: Codec::Gzip(6),
+            codec: Codec::default(),
             part_limit: 16 * 1024 * 1024,
             parallel: 2,
             upload: UploadConfig::default(),

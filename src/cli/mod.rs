@@ -191,7 +191,7 @@ pub struct BackupArgs {
     /// Also back up users and roles (admin.system.users, admin.system.roles)
     #[arg(long)]
     pub include_users: bool,
-    /// gzip, gzip:0-9 or none [default: gzip:6]
+    /// gzip, gzip:0-12 (libdeflate levels) or none [default: gzip:7]
     #[arg(long)]
     pub compression: Option<String>,
     /// Collections backed up at once [default: 2]
@@ -392,7 +392,7 @@ async fn cmd_backup(ctx: &Context, a: BackupArgs) -> Result<()> {
         a.compression
             .as_deref()
             .or(f.compression.as_deref())
-            .unwrap_or("gzip:6"),
+            .unwrap_or("gzip"),
     )?;
     let selection = a
         .select

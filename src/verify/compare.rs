@@ -85,7 +85,8 @@ async fn check_collection(
         return Ok(c);
     }
     let stored = e.stored_from.clone().unwrap_or_else(|| e.name.clone());
-    let (count, digest) = digest_of(scratch, db, &stored).await?;
+    let (count, digest, _) =
+        digest_in_ranges(scratch, db, &stored, e.bson_bytes, RANGE_BYTES).await?;
     c.count_actual = Some(count);
     c.digest_actual = Some(digest.to_hex());
     if count != e.count {
@@ -141,14 +142,82 @@ pub fn index_differences(expected: &[serde_json::Value], actual: &[Document]) ->
     out
 }
 
-/// Count and content digest of a collection, read as raw BSON.
-pub(crate) async fn digest_of(
+/// A collection larger than twice this is read back in `_id` ranges of about this size.
+pub const RANGE_BYTES: u64 = 64 << 20;
+
+/// [`digest_of`] for a collection of about `bson_bytes`: one larger than twice
+/// `range_bytes` is cut into `_id` ranges of about that size (the server's split points)
+/// read by several cursors at once, one per core, each summing its own digest; the partial
+/// digests add up to the collection's. The server then scans with more than one thread, and
+/// the hashing runs on more than one core. Returns the count, the digest and the number of
+/// ranges read.
+///
+/// # Errors
+/// The server failed.
+pub async fn digest_in_ranges(
     server: &Source,
     db: &str,
     coll: &str,
+    bson_bytes: u64,
+    range_bytes: u64,
+) -> Result<(u64, ContentDigest, usize)> {
+    let splits = if bson_bytes > 2 * range_bytes {
+        server.split_points(db, coll, range_bytes).await
+    } else {
+        Vec::new()
+    };
+    if splits.is_empty() {
+        let (n, d) = digest_of(server, db, coll).await?;
+        return Ok((n, d, 1));
+    }
+    let ranges = crate::source::IdRange::between(splits);
+    let count = ranges.len();
+    let readers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 8);
+    let parts: Vec<Result<(u64, ContentDigest)>> = futures::stream::iter(ranges)
+        .map(|range| {
+            let (server, db, coll) = (server.clone(), db.to_string(), coll.to_string());
+            async move {
+                tokio::spawn(async move { digest_range(&server, &db, &coll, &range).await })
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(Error::Format {
+                            what: "a read-back task".into(),
+                            detail: e.to_string(),
+                        })
+                    })
+            }
+        })
+        .buffer_unordered(readers)
+        .collect()
+        .await;
+    let mut total = (0u64, ContentDigest::new());
+    for p in parts {
+        let (n, d) = p?;
+        total.0 += n;
+        total.1.merge(&d);
+    }
+    Ok((total.0, total.1, count))
+}
+
+/// Count and content digest of a collection, read as raw BSON through one cursor.
+///
+/// # Errors
+/// The server failed.
+pub async fn digest_of(server: &Source, db: &str, coll: &str) -> Result<(u64, ContentDigest)> {
+    digest_range(server, db, coll, &crate::source::IdRange::default()).await
+}
+
+async fn digest_range(
+    server: &Source,
+    db: &str,
+    coll: &str,
+    range: &crate::source::IdRange,
 ) -> Result<(u64, ContentDigest)> {
     let (tx, mut rx) = mpsc::channel(4);
-    let read = server.stream_documents(db, coll, tx, CancellationToken::new());
+    let read = server.stream_range(db, coll, range, tx, CancellationToken::new());
     let sum = async {
         let mut digest = ContentDigest::new();
         let mut n = 0u64;
