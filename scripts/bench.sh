@@ -54,10 +54,29 @@ $SEED "$URI" app bench big "$BIG" >/dev/null
 read -r DOCS BSON < <($SEED "$URI" scan bench)
 echo "data: $DOCS documents, $((BSON / 1048576)) MiB of BSON" >&2
 
+# settle: before every measured run, the same quiet start for every tool: mongod writes a
+# checkpoint (fsync) and the kernel writes dirty pages back, so that no run pays for the
+# writes of the one before it (a restore leaves gigabytes to flush).
+settle() {
+  python3 - "$PORT" <<'PY'
+import socket, struct, sys
+body = b"\x10fsync\x00" + struct.pack("<i", 1) + b"\x02$db\x00" + struct.pack("<i", 6) + b"admin\x00"
+doc = struct.pack("<i", len(body) + 5) + body + b"\x00"
+payload = struct.pack("<I", 0) + b"\x00" + doc
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(struct.pack("<iiii", 16 + len(payload), 1, 0, 2013) + payload)
+hdr = s.recv(16, socket.MSG_WAITALL)
+s.recv(struct.unpack("<i", hdr[:4])[0] - 16, socket.MSG_WAITALL)
+PY
+  sync
+  sleep 1
+}
+
 # measure NAME BYTES_PATH CMD...: run once, append "name wall cpu rss_kib bytes" to $WORK/runs.
 measure() {
   local name=$1 out=$2
   shift 2
+  settle
   python3 - "$@" >"$WORK/m" <<'PY'
 import resource, subprocess, sys, time
 t = time.monotonic()

@@ -519,12 +519,16 @@ fn doc_len(data: &[u8], db: &str, coll: &str) -> Result<usize> {
     Ok(len as usize)
 }
 
+/// Most bytes of documents handed over at once by [`read_archive`].
+pub const PIECE_BYTES: usize = 4 << 20;
+
 /// One entry read back from an archive.
 #[derive(Debug)]
 pub enum Entry {
     /// The metadata JSON.
     Metadata(Vec<u8>),
-    /// A part of concatenated raw BSON documents.
+    /// Whole raw BSON documents, concatenated: a part, or a piece of at most
+    /// [`PIECE_BYTES`] of a larger one.
     Part(Vec<u8>),
 }
 
@@ -554,14 +558,45 @@ pub fn read_archive(
             .map_err(|e| bad(e.to_string()))?
             .to_string_lossy()
             .into_owned();
-        let mut data = Vec::with_capacity(entry.size() as usize);
-        entry
-            .read_to_end(&mut data)
-            .map_err(|e| bad(format!("{path}: {e}")))?;
         if path.ends_with(".metadata.json") {
+            let mut data = Vec::with_capacity(entry.size() as usize);
+            entry
+                .read_to_end(&mut data)
+                .map_err(|e| bad(format!("{path}: {e}")))?;
             visit(Entry::Metadata(data))?;
         } else if path.ends_with(".bson") {
-            visit(Entry::Part(data))?;
+            // Whole documents, at most PIECE_BYTES at a time (one larger document alone), so a
+            // reader holds a few MiB of a part, not all of it.
+            let mut left = entry.size();
+            let mut entry = std::io::BufReader::with_capacity(256 << 10, &mut entry);
+            let mut piece = Vec::with_capacity((left as usize).min(PIECE_BYTES));
+            while left > 0 {
+                let mut len = [0u8; 4];
+                entry
+                    .read_exact(&mut len)
+                    .map_err(|e| bad(format!("{path}: {e}")))?;
+                let n = i32::from_le_bytes(len);
+                if n < 5 || n as u64 > left {
+                    return Err(bad(format!(
+                        "{path}: document length {n} with {left} bytes left"
+                    )));
+                }
+                let n = n as usize;
+                if !piece.is_empty() && piece.len() + n > PIECE_BYTES {
+                    let next = Vec::with_capacity((left as usize).min(PIECE_BYTES));
+                    visit(Entry::Part(std::mem::replace(&mut piece, next)))?;
+                }
+                piece.extend_from_slice(&len);
+                let start = piece.len();
+                piece.resize(start + n - 4, 0);
+                entry
+                    .read_exact(&mut piece[start..])
+                    .map_err(|e| bad(format!("{path}: {e}")))?;
+                left -= n as u64;
+            }
+            if !piece.is_empty() {
+                visit(Entry::Part(piece))?;
+            }
         } else {
             return Err(bad(format!("unexpected entry {path}")));
         }
@@ -694,6 +729,29 @@ mod tests {
             .unwrap();
             assert_eq!(got, docs);
         }
+    }
+
+    #[test]
+    fn a_part_larger_than_a_piece_is_read_back_in_pieces_of_whole_documents() {
+        // 12 documents of 1 MiB in one 16 MiB part: read back in pieces of at most 4 MiB.
+        let docs: Vec<Vec<u8>> = (0..12).map(|i| raw(i, 1 << 20)).collect();
+        let (stats, bytes) = run(Codec::Gzip(1), 16 << 20, docs.clone());
+        assert_eq!(stats.parts, 1);
+        let mut pieces = Vec::new();
+        read_archive(&bytes[..], Codec::Gzip(1), |e| {
+            if let Entry::Part(p) = e {
+                pieces.push(p);
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert!(pieces.len() >= 3, "{} piece(s)", pieces.len());
+        assert!(pieces.iter().all(|p| p.len() <= PIECE_BYTES));
+        let got: Vec<Vec<u8>> = pieces
+            .iter()
+            .flat_map(|p| documents(p).unwrap().into_iter().map(<[u8]>::to_vec))
+            .collect();
+        assert_eq!(got, docs);
     }
 
     #[test]

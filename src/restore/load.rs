@@ -207,35 +207,37 @@ async fn insert_part(
     target: &Source,
     progress: &Progress,
 ) -> Result<(u64, u64)> {
-    let docs = archive::documents(&part)?
-        .into_iter()
-        .map(|d| RawDocumentBuf::from_bytes(d.to_vec()))
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|err| Error::Format {
-            what: format!("a document of {}", item.source),
-            detail: err.to_string(),
-        })?;
-    let (count, bytes) = (docs.len() as u64, part.len() as u64);
-    drop(part);
-    // Insert in batches of a few MiB: the driver serializes a whole batch into one buffer,
-    // so smaller batches keep the memory of each insert in flight small.
+    let slices = archive::documents(&part)?;
+    let (count, bytes) = (slices.len() as u64, part.len() as u64);
+    // Insert in batches of a few MiB, each turned into owned documents only when its turn
+    // comes: the driver serializes a whole batch into one buffer, so the memory of an insert
+    // in flight is the part, one batch and its buffer.
     let mut start = 0;
-    while start < docs.len() {
+    while start < slices.len() {
         let mut end = start;
         let mut size = 0;
-        while end < docs.len()
-            && (end == start || size + docs[end].as_bytes().len() <= INSERT_BATCH_BYTES)
+        while end < slices.len() && (end == start || size + slices[end].len() <= INSERT_BATCH_BYTES)
         {
-            size += docs[end].as_bytes().len();
+            size += slices[end].len();
             end += 1;
         }
-        coll.insert_many(&docs[start..end])
+        let batch = slices[start..end]
+            .iter()
+            .map(|d| RawDocumentBuf::from_bytes(d.to_vec()))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|err| Error::Format {
+                what: format!("a document of {}", item.source),
+                detail: err.to_string(),
+            })?;
+        coll.insert_many(&batch)
             .ordered(ordered)
             .bypass_document_validation(true)
             .await
             .map_err(|err| classify(&target.info.uri, &format!("inserting into {tns}"), err))?;
         start = end;
     }
+    drop(slices);
+    drop(part);
     progress.documents.fetch_add(count, Ordering::Relaxed);
     progress.bytes.fetch_add(bytes, Ordering::Relaxed);
     Ok((count, bytes))

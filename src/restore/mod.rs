@@ -42,6 +42,9 @@ pub struct RestoreOptions {
     pub insert_workers: usize,
     /// Print progress on stderr.
     pub progress: bool,
+    /// Told the `(db, name)` of each source collection as soon as it is restored (data,
+    /// indexes and count), so that verification can check it while the others load.
+    pub on_restored: Option<tokio::sync::mpsc::UnboundedSender<(String, String)>>,
 }
 
 impl Default for RestoreOptions {
@@ -53,6 +56,7 @@ impl Default for RestoreOptions {
             parallel: 2,
             insert_workers: 2,
             progress: false,
+            on_restored: None,
         }
     }
 }
@@ -328,8 +332,12 @@ pub async fn execute(
                     &progress,
                 )
                 .await;
-                if r.is_err() {
-                    cancel.cancel();
+                match (&r, &opts.on_restored) {
+                    (Err(_), _) => cancel.cancel(),
+                    (Ok(_), Some(tx)) => {
+                        let _ = tx.send((item.entry.db.clone(), item.entry.name.clone()));
+                    }
+                    (Ok(_), None) => {}
                 }
                 progress.done.fetch_add(1, Ordering::Relaxed);
                 r

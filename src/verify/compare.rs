@@ -58,6 +58,75 @@ pub async fn compare(
     checks.into_iter().collect()
 }
 
+/// [`compare`] while the restore runs: each collection named on `restored` (by its source
+/// `(db, name)`) is checked at once, `parallel` at a time; when the channel closes (the
+/// restore ended) the rest (views, and anything not announced) is checked. Returns the
+/// checks in manifest order.
+///
+/// # Errors
+/// The scratch server failed.
+pub async fn compare_as_restored(
+    manifest: &Manifest,
+    scratch: &Source,
+    prefix: &str,
+    parallel: usize,
+    mut restored: mpsc::UnboundedReceiver<(String, String)>,
+) -> Result<Vec<CollectionCheck>> {
+    let entries: Vec<&CollectionEntry> = manifest
+        .collections
+        .iter()
+        .filter(|e| !skipped(e))
+        .collect();
+    let mut checks: Vec<Option<CollectionCheck>> = vec![None; entries.len()];
+    // Queued once: announced by the restore, or left over when it ended.
+    let mut queued = vec![false; entries.len()];
+    let mut queue = std::collections::VecDeque::new();
+    let mut running = futures::stream::FuturesUnordered::new();
+    let mut open = true;
+    while open || !queue.is_empty() || !running.is_empty() {
+        while running.len() < parallel.max(1) {
+            let Some(i) = queue.pop_front() else { break };
+            let e: &CollectionEntry = entries[i];
+            running.push(async move { (i, check_one(e, scratch, prefix).await) });
+        }
+        tokio::select! {
+            Some((i, r)) = running.next(), if !running.is_empty() => checks[i] = Some(r?),
+            msg = restored.recv(), if open => {
+                let ready: Vec<usize> = match msg {
+                    Some((db, name)) => entries
+                        .iter()
+                        .position(|e| e.db == db && e.name == name)
+                        .into_iter()
+                        .collect(),
+                    None => {
+                        open = false;
+                        (0..entries.len()).collect()
+                    }
+                };
+                for i in ready {
+                    if !queued[i] {
+                        queued[i] = true;
+                        queue.push_back(i);
+                    }
+                }
+            }
+        }
+    }
+    Ok(checks.into_iter().flatten().collect())
+}
+
+/// Check one collection, reading its options from the scratch server first.
+async fn check_one(e: &CollectionEntry, scratch: &Source, prefix: &str) -> Result<CollectionCheck> {
+    let db = scratch_db(prefix, &e.db);
+    let spec = scratch
+        .list_collections(&db)
+        .await?
+        .into_iter()
+        .find(|s| s.name == e.name)
+        .map(|s| (s.kind, s.options));
+    check_collection(e, scratch, &db, spec.as_ref()).await
+}
+
 async fn check_collection(
     e: &CollectionEntry,
     scratch: &Source,

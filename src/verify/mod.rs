@@ -128,11 +128,36 @@ pub async fn full(
     let work = async {
         let mut report = VerifyReport::new(manifest, "full", started);
         report.scratch = Some(scratch_label(scratch, &opts.scratch_prefix));
-        let ropts = scratch_restore_options(&dbs, opts.parallel)?;
+        let mut ropts = scratch_restore_options(&dbs, opts.parallel)?;
         let plan = restore::plan(manifest, scratch, &ropts).await?;
-        let t = Instant::now();
-        match restore::execute(repo, scratch, &plan, &ropts).await {
-            Ok(_) => report.recovery_seconds = Some(t.elapsed().as_secs_f64()),
+        // Each collection is compared as soon as it is restored, while the others load.
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        ropts.on_restored = Some(done_tx);
+        let restoring = async move {
+            let t = Instant::now();
+            let r = restore::execute(repo, scratch, &plan, &ropts).await;
+            drop(ropts);
+            r.map(|_| t.elapsed().as_secs_f64())
+        };
+        let comparing = compare::compare_as_restored(
+            manifest,
+            scratch,
+            &opts.scratch_prefix,
+            opts.parallel,
+            done_rx,
+        );
+        // A failed restore ends the comparison too; a failed comparison ends nothing early
+        // (the restore stops on its own errors only).
+        let (mut restoring, mut comparing) = (std::pin::pin!(restoring), std::pin::pin!(comparing));
+        let mut compared = None;
+        let restored = loop {
+            tokio::select! {
+                r = &mut restoring => break r,
+                c = &mut comparing, if compared.is_none() => compared = Some(c),
+            }
+        };
+        match restored {
+            Ok(seconds) => report.recovery_seconds = Some(seconds),
             // Stored data that does not match its manifest is what verification looks for.
             Err(e @ (Error::Integrity { .. } | Error::Format { .. })) => {
                 report.object_problems.push(e.to_string());
@@ -141,8 +166,10 @@ pub async fn full(
             }
             Err(e) => return Err(e),
         }
-        report.collections =
-            compare(manifest, scratch, &opts.scratch_prefix, opts.parallel).await?;
+        report.collections = match compared {
+            Some(c) => c?,
+            None => comparing.await?,
+        };
         report.finish();
         Ok(report)
     };
