@@ -28,6 +28,18 @@ pub struct Source {
     pub info: SourceInfo,
 }
 
+/// A collection larger than twice this is read in `_id` ranges of about this size (by
+/// backup and by verification's read-back); `MONGOKEEP_RANGE_MIB` overrides it.
+pub const RANGE_BYTES: u64 = 64 << 20;
+
+/// [`RANGE_BYTES`], or `MONGOKEEP_RANGE_MIB` MiB (at least 1) when set.
+pub fn range_bytes() -> u64 {
+    std::env::var("MONGOKEEP_RANGE_MIB")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(RANGE_BYTES, |m| m.max(1) << 20)
+}
+
 /// A range of a collection's `_id` index: `min` inclusive, `max` exclusive, `None` open.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct IdRange {
@@ -267,6 +279,57 @@ impl Source {
         tx: mpsc::Sender<Chunk>,
         cancel: CancellationToken,
     ) -> Result<()> {
+        self.read_range(db, coll, range, &tx, &cancel).await?;
+        tx.send(Chunk::End).await.map_err(|_| Error::Cancelled)
+    }
+
+    /// [`Source::stream_documents`] through one cursor per range, `readers` at once, into
+    /// the same channel (chunks of whole documents from different ranges interleave), then
+    /// one [`Chunk::End`]. Documents do not come in natural order.
+    ///
+    /// # Errors
+    /// As [`Source::stream_documents`].
+    pub async fn stream_ranges(
+        &self,
+        db: &str,
+        coll: &str,
+        ranges: Vec<IdRange>,
+        readers: usize,
+        tx: mpsc::Sender<Chunk>,
+        cancel: CancellationToken,
+    ) -> Result<()> {
+        let results: Vec<Result<()>> = futures::stream::iter(ranges)
+            .map(|range| {
+                let (this, db, coll) = (self.clone(), db.to_string(), coll.to_string());
+                let (tx, cancel) = (tx.clone(), cancel.clone());
+                // A task each, so that the ranges are decoded on more than one core.
+                let task = tokio::spawn(async move {
+                    let r = this.read_range(&db, &coll, &range, &tx, &cancel).await;
+                    if r.is_err() {
+                        cancel.cancel();
+                    }
+                    r
+                });
+                async move { task.await.unwrap_or(Err(Error::Cancelled)) }
+            })
+            .buffer_unordered(readers.max(1))
+            .collect()
+            .await;
+        let errors: Vec<Error> = results.into_iter().filter_map(|r| r.err()).collect();
+        if let Some(e) = crate::error::root_cause(errors) {
+            return Err(e);
+        }
+        tx.send(Chunk::End).await.map_err(|_| Error::Cancelled)
+    }
+
+    async fn read_range(
+        &self,
+        db: &str,
+        coll: &str,
+        range: &IdRange,
+        tx: &mpsc::Sender<Chunk>,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
         let ctx = || format!("reading {db}.{coll}");
         let collection = self.client.database(db).collection::<Document>(coll);
         let mut find = collection.find(doc! {});
@@ -318,7 +381,6 @@ impl Source {
                 .await
                 .map_err(|_| Error::Cancelled)?;
         }
-        tx.send(Chunk::End).await.map_err(|_| Error::Cancelled)?;
         Ok(())
     }
 }

@@ -503,3 +503,57 @@ async fn configuration_precedence_flags_then_environment_then_file() {
     );
     client.database(&db).drop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_collection_read_in_id_ranges_is_stored_whole() {
+    // MONGOKEEP_RANGE_MIB=1 makes a 12 MB collection a "large" one, read by several
+    // cursors over _id ranges; _ids of several types must all be stored, once each.
+    let s = common::services();
+    let client = common::client(&s.standalone_uri).await;
+    let db = common::unique("ranges");
+    let pad = "y".repeat(4000);
+    let docs: Vec<Document> = (0..3000i64)
+        .map(|i| {
+            let id = match i % 4 {
+                0 => Bson::Int64(i),
+                1 => Bson::String(format!("s{i:05}")),
+                2 => Bson::ObjectId(mongodb::bson::oid::ObjectId::new()),
+                _ => Bson::Document(doc! {"k": i}),
+            };
+            doc! {"_id": id, "i": i, "pad": &pad}
+        })
+        .collect();
+    client
+        .database(&db)
+        .collection::<Document>("mixed")
+        .insert_many(docs)
+        .await
+        .unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    let out = common::mongokeep(cwd.path())
+        .env("MONGODB_URI", &s.standalone_uri)
+        .env("MONGOKEEP_RANGE_MIB", "1")
+        .args(["-v", "backup", "--repo", "./repo", "--db", &db])
+        .run();
+    out.expect_code(0);
+    assert!(
+        out.all().contains("_id ranges"),
+        "the collection was read with one cursor: {}",
+        out.all()
+    );
+    let m = common::mongokeep(cwd.path())
+        .args(["show", "latest", "--repo", "./repo", "--json"])
+        .run()
+        .json();
+    let c = &m["collections"][0];
+    assert_eq!(c["count"], 3000);
+    let store = mongokeep::storage::local::LocalStore::new(cwd.path().join("repo"));
+    let stored = archive_docs(&store, &c["objects"][0], c["codec"].as_str().unwrap()).await;
+    let source = source_docs(&client, &db, "mixed").await;
+    assert_eq!(stored.len(), source.len());
+    assert!(
+        stored == source,
+        "the stored documents differ from the source's"
+    );
+    client.database(&db).drop().await.unwrap();
+}

@@ -111,7 +111,32 @@ pub async fn backup_collection(
     let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(2);
     let writer =
         tokio::task::spawn_blocking(move || archive::write_archive(&archive_spec, doc_rx, out_tx));
-    let reader = source.stream_documents(&spec.db, &stored_from, doc_tx, cancel.clone());
+    // A large collection is read in _id ranges by two cursors at once (the server's split
+    // points; none when it cannot say). Capped collections keep their natural order, and
+    // time-series buckets are read with one cursor.
+    let capped = spec.options.get_bool("capped").unwrap_or(false);
+    let ranges = if spec.kind == "collection" && !capped {
+        let splits = source
+            .split_points(&spec.db, &stored_from, crate::source::range_bytes())
+            .await;
+        crate::source::IdRange::between(splits)
+    } else {
+        vec![crate::source::IdRange::default()]
+    };
+    if ranges.len() > 1 {
+        tracing::info!(ns = %format!("{}.{}", spec.db, spec.name), ranges = ranges.len(), "reading in _id ranges");
+    }
+    let reader = async {
+        if ranges.len() > 1 {
+            source
+                .stream_ranges(&spec.db, &stored_from, ranges, 2, doc_tx, cancel.clone())
+                .await
+        } else {
+            source
+                .stream_documents(&spec.db, &stored_from, doc_tx, cancel.clone())
+                .await
+        }
+    };
     let mut upload = StreamUpload::new(repo.store().clone(), key.clone(), settings.upload);
     let uploader = async {
         while let Some(b) = out_rx.recv().await {

@@ -154,8 +154,14 @@ async fn check_collection(
         return Ok(c);
     }
     let stored = e.stored_from.clone().unwrap_or_else(|| e.name.clone());
-    let (count, digest, _) =
-        digest_in_ranges(scratch, db, &stored, e.bson_bytes, RANGE_BYTES).await?;
+    let (count, digest, _) = digest_in_ranges(
+        scratch,
+        db,
+        &stored,
+        e.bson_bytes,
+        crate::source::range_bytes(),
+    )
+    .await?;
     c.count_actual = Some(count);
     c.digest_actual = Some(digest.to_hex());
     if count != e.count {
@@ -211,8 +217,7 @@ pub fn index_differences(expected: &[serde_json::Value], actual: &[Document]) ->
     out
 }
 
-/// A collection larger than twice this is read back in `_id` ranges of about this size.
-pub const RANGE_BYTES: u64 = 64 << 20;
+pub use crate::source::RANGE_BYTES;
 
 /// [`digest_of`] for a collection of about `bson_bytes`: one larger than twice
 /// `range_bytes` is cut into `_id` ranges of about that size (the server's split points)
