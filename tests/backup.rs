@@ -533,7 +533,16 @@ async fn a_collection_read_in_id_ranges_is_stored_whole() {
     let out = common::mongokeep(cwd.path())
         .env("MONGODB_URI", &s.standalone_uri)
         .env("MONGOKEEP_RANGE_MIB", "1")
-        .args(["-v", "backup", "--repo", "./repo", "--db", &db])
+        .args([
+            "-v",
+            "backup",
+            "--repo",
+            "./repo",
+            "--db",
+            &db,
+            "--compression",
+            "none",
+        ])
         .run();
     out.expect_code(0);
     assert!(

@@ -111,11 +111,13 @@ pub async fn backup_collection(
     let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(2);
     let writer =
         tokio::task::spawn_blocking(move || archive::write_archive(&archive_spec, doc_rx, out_tx));
-    // A large collection is read in _id ranges by two cursors at once (the server's split
-    // points; none when it cannot say). Capped collections keep their natural order, and
+    // Without compression, a large collection is read in _id ranges by two cursors at once
+    // (the server's split points; none when it cannot say): reading is then the bound. With
+    // gzip the cores are busy compressing, and a second cursor measured slower (more CPU
+    // and memory), so it keeps one. Capped collections keep their natural order, and
     // time-series buckets are read with one cursor.
     let capped = spec.options.get_bool("capped").unwrap_or(false);
-    let ranges = if spec.kind == "collection" && !capped {
+    let ranges = if spec.kind == "collection" && !capped && settings.codec == Codec::None {
         let splits = source
             .split_points(&spec.db, &stored_from, crate::source::range_bytes())
             .await;
