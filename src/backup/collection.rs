@@ -142,7 +142,12 @@ pub async fn backup_collection(
     let mut upload = StreamUpload::new(repo.store().clone(), key.clone(), settings.upload);
     let uploader = async {
         while let Some(b) = out_rx.recv().await {
-            upload.write(&b).await.map_err(|e| repo.err(e))?;
+            if let Err(e) = upload.write(&b).await {
+                // The archive writer may be waiting to send more: make its send fail now
+                // (the receiver is only dropped when this function returns).
+                out_rx.close();
+                return Err(repo.err(e));
+            }
         }
         Ok::<(), Error>(())
     };
