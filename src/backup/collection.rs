@@ -107,7 +107,9 @@ pub async fn backup_collection(
         mtime: settings.mtime,
     };
 
-    let (doc_tx, doc_rx) = mpsc::channel(4);
+    // 16 chunks of 1 MiB: room for a whole cursor batch, so the reader asks for the next
+    // batch while the writer works through this one (4 measured 10 % slower).
+    let (doc_tx, doc_rx) = mpsc::channel(16);
     let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(2);
     let writer =
         tokio::task::spawn_blocking(move || archive::write_archive(&archive_spec, doc_rx, out_tx));

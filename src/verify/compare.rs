@@ -290,7 +290,9 @@ async fn digest_range(
     coll: &str,
     range: &crate::source::IdRange,
 ) -> Result<(u64, ContentDigest)> {
-    let (tx, mut rx) = mpsc::channel(4);
+    // Room for a whole cursor batch, as in backup: the next batch is asked for while this
+    // one is hashed.
+    let (tx, mut rx) = mpsc::channel(16);
     let read = server.stream_range(db, coll, range, tx, CancellationToken::new());
     let sum = async {
         let mut digest = ContentDigest::new();
