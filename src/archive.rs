@@ -230,12 +230,11 @@ fn gz_threads() -> usize {
         .clamp(1, 8)
 }
 
+/// A compressed member and the input buffer it came from (for reuse).
+type GzDone = std::io::Result<(Vec<u8>, Vec<u8>)>;
+
 /// Input, a buffer for the output, where to send both back.
-type GzJob = (
-    Vec<u8>,
-    Vec<u8>,
-    std::sync::mpsc::SyncSender<std::io::Result<(Vec<u8>, Vec<u8>)>>,
-);
+type GzJob = (Vec<u8>, Vec<u8>, std::sync::mpsc::SyncSender<GzDone>);
 
 /// gzip on every core: the input is cut into segments, each compressed by libdeflate on one
 /// of `threads` worker threads as an independent gzip member; members are written in order,
@@ -250,8 +249,7 @@ struct ParallelGz<W: Write> {
     spare: Vec<Vec<u8>>,
     spare_out: Vec<Vec<u8>>,
     pool: GzPool,
-    in_flight:
-        std::collections::VecDeque<std::sync::mpsc::Receiver<std::io::Result<(Vec<u8>, Vec<u8>)>>>,
+    in_flight: std::collections::VecDeque<std::sync::mpsc::Receiver<GzDone>>,
 }
 
 fn gz_worker(level: u32, jobs: std::sync::Arc<std::sync::Mutex<std::sync::mpsc::Receiver<GzJob>>>) {
