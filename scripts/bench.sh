@@ -54,20 +54,29 @@ $SEED "$URI" app bench big "$BIG" >/dev/null
 read -r DOCS BSON < <($SEED "$URI" scan bench)
 echo "data: $DOCS documents, $((BSON / 1048576)) MiB of BSON" >&2
 
+# mongo_command NAME DB...: run {NAME: 1} on each DB of the benchmark's mongod (OP_MSG by hand, so
+# the script needs no MongoDB shell).
+mongo_command() { python3 - "$PORT" "$@" <<'PY'
+import socket, struct, sys
+port, name = int(sys.argv[1]), sys.argv[2].encode()
+for db in sys.argv[3:]:
+    body = b"\x10" + name + b"\x00" + struct.pack("<i", 1) + b"\x02$db\x00" + struct.pack("<i", len(db) + 1) + db.encode() + b"\x00"
+    doc = struct.pack("<i", len(body) + 5) + body + b"\x00"
+    payload = struct.pack("<I", 0) + b"\x00" + doc
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(struct.pack("<iiii", 16 + len(payload), 1, 0, 2013) + payload)
+    hdr = s.recv(16, socket.MSG_WAITALL)
+    s.recv(struct.unpack("<i", hdr[:4])[0] - 16, socket.MSG_WAITALL)
+    s.close()
+PY
+}
+drop() { mongo_command dropDatabase "$@"; }
+
 # settle: before every measured run, the same quiet start for every tool: mongod writes a
 # checkpoint (fsync) and the kernel writes dirty pages back, so that no run pays for the
 # writes of the one before it (a restore leaves gigabytes to flush).
 settle() {
-  python3 - "$PORT" <<'PY'
-import socket, struct, sys
-body = b"\x10fsync\x00" + struct.pack("<i", 1) + b"\x02$db\x00" + struct.pack("<i", 6) + b"admin\x00"
-doc = struct.pack("<i", len(body) + 5) + body + b"\x00"
-payload = struct.pack("<I", 0) + b"\x00" + doc
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-s.sendall(struct.pack("<iiii", 16 + len(payload), 1, 0, 2013) + payload)
-hdr = s.recv(16, socket.MSG_WAITALL)
-s.recv(struct.unpack("<i", hdr[:4])[0] - 16, socket.MSG_WAITALL)
-PY
+  mongo_command fsync admin
   sync
   sleep 1
 }
@@ -92,20 +101,6 @@ PY
   echo "$name $wall $cpu $rss $bytes" >>"$WORK/runs"
 }
 
-drop() { python3 - "$PORT" "$@" <<'PY'
-import socket, struct, sys
-port = int(sys.argv[1])
-for db in sys.argv[2:]:
-    body = b"\x10dropDatabase\x00" + struct.pack("<i", 1) + b"\x02$db\x00" + struct.pack("<i", len(db) + 1) + db.encode() + b"\x00"
-    doc = struct.pack("<i", len(body) + 5) + body + b"\x00"
-    payload = struct.pack("<I", 0) + b"\x00" + doc
-    s = socket.create_connection(("127.0.0.1", port))
-    s.sendall(struct.pack("<iiii", 16 + len(payload), 1, 0, 2013) + payload)
-    hdr = s.recv(16, socket.MSG_WAITALL)
-    s.recv(struct.unpack("<i", hdr[:4])[0] - 16, socket.MSG_WAITALL)
-    s.close()
-PY
-}
 
 for i in $(seq "$REPEAT"); do
   echo "round $i/$REPEAT" >&2

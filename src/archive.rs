@@ -30,7 +30,8 @@ pub enum Codec {
 }
 
 /// The default gzip level. With libdeflate, level 7 writes archives about as small as
-/// mongodump's (Go's level 6) at less CPU than zlib's level 6; see the README's benchmark.
+/// mongodump's (Go's level 6; libdeflate's level 6 is 0.6 % larger), for about 13 % more CPU
+/// than zlib-rs's level 6; see the README's benchmark.
 pub const DEFAULT_GZIP_LEVEL: u32 = 7;
 
 impl Default for Codec {
@@ -413,11 +414,7 @@ impl Part {
             &spec.coll,
             &format!("part-{:06}.bson", stats.parts),
         );
-        let mut h = tar::Header::new_gnu();
-        h.set_size(self.len as u64);
-        h.set_mode(0o644);
-        h.set_mtime(spec.mtime);
-        h.set_entry_type(tar::EntryType::Regular);
+        let mut h = file_header(self.len, spec.mtime);
         // With an empty reader the builder writes the header (and a long-name entry when
         // the path needs one) and no padding; the data and its padding follow here.
         tar.append_data(&mut h, &name, std::io::empty())
@@ -433,12 +430,18 @@ impl Part {
     }
 }
 
-fn append<W: Write>(tar: &mut tar::Builder<W>, path: &str, data: &[u8], mtime: u64) -> Result<()> {
+/// The header of a regular file entry of `size` bytes.
+fn file_header(size: usize, mtime: u64) -> tar::Header {
     let mut h = tar::Header::new_gnu();
-    h.set_size(data.len() as u64);
+    h.set_size(size as u64);
     h.set_mode(0o644);
     h.set_mtime(mtime);
     h.set_entry_type(tar::EntryType::Regular);
+    h
+}
+
+fn append<W: Write>(tar: &mut tar::Builder<W>, path: &str, data: &[u8], mtime: u64) -> Result<()> {
+    let mut h = file_header(data.len(), mtime);
     tar.append_data(&mut h, path, data).map_err(map_io)
 }
 

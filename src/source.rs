@@ -183,10 +183,23 @@ impl Source {
 
     /// Every collection, view and time-series collection of `db`, sorted by name.
     pub async fn list_collections(&self, db: &str) -> Result<Vec<CollectionSpec>> {
+        self.list_collections_where(db, doc! {}).await
+    }
+
+    /// [`Source::list_collections`] restricted by a `listCollections` filter (for example
+    /// `{name: "orders"}`).
+    ///
+    /// # Errors
+    /// As [`Source::list_collections`].
+    pub async fn list_collections_where(
+        &self,
+        db: &str,
+        filter: Document,
+    ) -> Result<Vec<CollectionSpec>> {
         let mut cursor = self
             .client
             .database(db)
-            .run_cursor_command(doc! { "listCollections": 1 })
+            .run_cursor_command(doc! { "listCollections": 1, "filter": filter })
             .await
             .map_err(|e| self.err(format!("listing collections of {db}"), e))?;
         let mut out = Vec::new();

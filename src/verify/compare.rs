@@ -2,7 +2,7 @@
 //! collection the count, the content digest (streamed as raw BSON, never decoded), the
 //! indexes (matched by name, every option compared) and the collection options.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use futures::StreamExt;
 use mongodb::bson::{doc, Document};
@@ -31,31 +31,9 @@ pub async fn compare(
     prefix: &str,
     parallel: usize,
 ) -> Result<Vec<CollectionCheck>> {
-    // listCollections once per scratch database.
-    let mut specs: HashMap<String, HashMap<String, (String, Document)>> = HashMap::new();
-    for e in manifest.collections.iter().filter(|e| !skipped(e)) {
-        let db = scratch_db(prefix, &e.db);
-        if !specs.contains_key(&db) {
-            let list = scratch.list_collections(&db).await?;
-            specs.insert(
-                db.clone(),
-                list.into_iter()
-                    .map(|s| (s.name, (s.kind, s.options)))
-                    .collect(),
-            );
-        }
-    }
-    let specs = &specs;
-    let checks: Vec<Result<CollectionCheck>> =
-        futures::stream::iter(manifest.collections.iter().filter(|e| !skipped(e)))
-            .map(|e| async move {
-                let db = scratch_db(prefix, &e.db);
-                check_collection(e, scratch, &db, specs[&db].get(&e.name)).await
-            })
-            .buffered(parallel.max(1))
-            .collect()
-            .await;
-    checks.into_iter().collect()
+    // Everything is restored already: a channel that is closed from the start.
+    let (_, restored) = mpsc::unbounded_channel();
+    compare_as_restored(manifest, scratch, prefix, parallel, restored).await
 }
 
 /// [`compare`] while the restore runs: each collection named on `restored` (by its source
@@ -119,10 +97,10 @@ pub async fn compare_as_restored(
 async fn check_one(e: &CollectionEntry, scratch: &Source, prefix: &str) -> Result<CollectionCheck> {
     let db = scratch_db(prefix, &e.db);
     let spec = scratch
-        .list_collections(&db)
+        .list_collections_where(&db, doc! {"name": &e.name})
         .await?
         .into_iter()
-        .find(|s| s.name == e.name)
+        .next()
         .map(|s| (s.kind, s.options));
     check_collection(e, scratch, &db, spec.as_ref()).await
 }
