@@ -9,6 +9,7 @@ use mongodb::bson::{doc, Bson, Document, RawBsonRef};
 use mongodb::error::ErrorKind;
 use mongodb::options::ClientOptions;
 use mongodb::Client;
+pub use mongodb::raw_batch_cursor::RawBatch;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -343,6 +344,52 @@ impl Source {
         tx: &mpsc::Sender<Chunk>,
         cancel: &CancellationToken,
     ) -> Result<()> {
+        // The driver's batches are up to 16 MiB; the archive writer wants chunks of about
+        // CHUNK_BYTES, so the documents are copied into those as they come.
+        let (btx, mut brx) = mpsc::channel::<RawBatch>(1);
+        let read = self.range_batches(db, coll, range, btx, cancel);
+        let copy = async {
+            let mut chunk: Vec<u8> = Vec::with_capacity(CHUNK_BYTES);
+            while let Some(batch) = brx.recv().await {
+                for bytes in batch_documents(&batch, db, coll)? {
+                    let bytes = bytes?;
+                    if !chunk.is_empty() && chunk.len() + bytes.len() > CHUNK_BYTES {
+                        let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_BYTES));
+                        tx.send(Chunk::Docs(full))
+                            .await
+                            .map_err(|_| Error::Cancelled)?;
+                    }
+                    chunk.extend_from_slice(bytes);
+                }
+            }
+            if !chunk.is_empty() {
+                tx.send(Chunk::Docs(chunk))
+                    .await
+                    .map_err(|_| Error::Cancelled)?;
+            }
+            Ok::<_, Error>(())
+        };
+        let (r, c) = tokio::join!(read, copy);
+        // A copy that stopped early (the writer went away) explains why the reader's sends
+        // failed.
+        c.and(r)
+    }
+
+    /// The server's own raw batches of one `_id` range (the whole collection, in natural
+    /// order, when the range is unbounded), each sent on `tx` as it arrives; the next
+    /// batch is asked for while the receiver works on this one.
+    ///
+    /// # Errors
+    /// The server failed ([`classify`]), or the receiver went away or `cancel` fired
+    /// ([`Error::Cancelled`]).
+    pub async fn range_batches(
+        &self,
+        db: &str,
+        coll: &str,
+        range: &IdRange,
+        tx: mpsc::Sender<RawBatch>,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
         let ctx = || format!("reading {db}.{coll}");
         let collection = self.client.database(db).collection::<Document>(coll);
         let mut find = collection.find(doc! {});
@@ -359,7 +406,6 @@ impl Source {
             r = find.batch() => r.map_err(|e| self.err(ctx(), e))?,
             _ = cancel.cancelled() => return Err(Error::Cancelled),
         };
-        let mut chunk: Vec<u8> = Vec::with_capacity(CHUNK_BYTES);
         loop {
             let batch = tokio::select! {
                 b = cursor.next() => b,
@@ -367,35 +413,37 @@ impl Source {
             };
             let Some(batch) = batch else { break };
             let batch = batch.map_err(|e| self.err(ctx(), e))?;
-            let docs = batch.doc_slices().map_err(|e| self.err(ctx(), e))?;
-            for item in docs {
-                let item = item.map_err(|e| Error::Format {
-                    what: format!("a batch of {db}.{coll}"),
-                    detail: e.to_string(),
-                })?;
-                let RawBsonRef::Document(d) = item else {
-                    return Err(Error::Format {
-                        what: format!("a batch of {db}.{coll}"),
-                        detail: "an element that is not a document".into(),
-                    });
-                };
-                let bytes = d.as_bytes();
-                if !chunk.is_empty() && chunk.len() + bytes.len() > CHUNK_BYTES {
-                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_BYTES));
-                    tx.send(Chunk::Docs(full))
-                        .await
-                        .map_err(|_| Error::Cancelled)?;
-                }
-                chunk.extend_from_slice(bytes);
-            }
-        }
-        if !chunk.is_empty() {
-            tx.send(Chunk::Docs(chunk))
-                .await
-                .map_err(|_| Error::Cancelled)?;
+            tx.send(batch).await.map_err(|_| Error::Cancelled)?;
         }
         Ok(())
     }
+}
+
+/// The documents of a raw batch of `db.coll`, as raw BSON.
+///
+/// # Errors
+/// The batch is not an array of documents ([`Error::Format`]).
+pub fn batch_documents<'a>(
+    batch: &'a RawBatch,
+    db: &str,
+    coll: &str,
+) -> Result<impl Iterator<Item = Result<&'a [u8]>> + 'a> {
+    let what = format!("a batch of {db}.{coll}");
+    let docs = batch.doc_slices().map_err(|e| Error::Format {
+        what: what.clone(),
+        detail: e.to_string(),
+    })?;
+    Ok(docs.into_iter().map(move |item| match item {
+        Ok(RawBsonRef::Document(d)) => Ok(d.as_bytes()),
+        Ok(_) => Err(Error::Format {
+            what: what.clone(),
+            detail: "an element that is not a document".into(),
+        }),
+        Err(e) => Err(Error::Format {
+            what: what.clone(),
+            detail: e.to_string(),
+        }),
+    }))
 }
 
 /// Map a driver error to the error a person can act on.

@@ -11,7 +11,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::report::{CollectionCheck, Drift};
 use super::{ext, scratch_db};
-use crate::archive::{self, Chunk};
 use crate::digest::ContentDigest;
 use crate::manifest::{CollectionEntry, Manifest};
 use crate::source::{classify, Source};
@@ -102,7 +101,9 @@ async fn check_one(e: &CollectionEntry, scratch: &Source, prefix: &str) -> Resul
         .into_iter()
         .next()
         .map(|s| (s.kind, s.options));
-    check_collection(e, scratch, &db, spec.as_ref()).await
+    let c = check_collection(e, scratch, &db, spec.as_ref()).await?;
+    tracing::info!(collection = %format!("{}.{}", e.db, e.name), problems = c.problems.len(), "collection compared");
+    Ok(c)
 }
 
 async fn check_collection(
@@ -268,26 +269,25 @@ async fn digest_range(
     coll: &str,
     range: &crate::source::IdRange,
 ) -> Result<(u64, ContentDigest)> {
-    // Room for a whole cursor batch, as in backup: the next batch is asked for while this
-    // one is hashed.
-    let (tx, mut rx) = mpsc::channel(16);
-    let read = server.stream_range(db, coll, range, tx, CancellationToken::new());
+    // Hashed in the server's own batches (no copy), while the next one is asked for.
+    let (tx, mut rx) = mpsc::channel(1);
+    let cancel = CancellationToken::new();
+    let read = server.range_batches(db, coll, range, tx, &cancel);
     let sum = async {
         let mut digest = ContentDigest::new();
         let mut n = 0u64;
-        while let Some(chunk) = rx.recv().await {
-            if let Chunk::Docs(data) = chunk {
-                for d in archive::documents(&data)? {
-                    digest.add_document(d);
-                    n += 1;
-                }
+        while let Some(batch) = rx.recv().await {
+            for d in crate::source::batch_documents(&batch, db, coll)? {
+                digest.add_document(d?);
+                n += 1;
             }
         }
         Ok::<_, Error>((n, digest))
     };
     let (r, s) = tokio::join!(read, sum);
+    let s = s?;
     r?;
-    s
+    Ok(s)
 }
 
 /// How the live source differs from the snapshot now, by count per collection: drift, not

@@ -214,8 +214,11 @@ pub(crate) async fn drop_scratch(
         return;
     }
     for (_, db) in dbs {
-        if let Err(e) = scratch.client().database(db).drop().await {
-            tracing::warn!(db = %db, error = %e, "could not drop a scratch database; drop it by hand");
+        match scratch.client().database(db).drop().await {
+            Ok(()) => tracing::info!(db = %db, "scratch database dropped"),
+            Err(e) => {
+                tracing::warn!(db = %db, error = %e, "could not drop a scratch database; drop it by hand")
+            }
         }
     }
 }
