@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::{doc, Document};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -269,25 +269,60 @@ async fn digest_range(
     coll: &str,
     range: &crate::source::IdRange,
 ) -> Result<(u64, ContentDigest)> {
-    // Hashed in the server's own batches (no copy), while the next one is asked for.
-    let (tx, mut rx) = mpsc::channel(1);
+    // The reader is a task of its own, so that it takes the server's next batch off the
+    // socket while this one is hashed (in the same task, the server stalls on a full socket
+    // buffer until the hashing ends); batches are hashed in place (no copy), two at once.
+    let (tx, rx) = mpsc::channel::<crate::source::RawBatch>(2);
     let cancel = CancellationToken::new();
-    let read = server.range_batches(db, coll, range, tx, &cancel);
-    let sum = async {
-        let mut digest = ContentDigest::new();
-        let mut n = 0u64;
-        while let Some(batch) = rx.recv().await {
-            for d in crate::source::batch_documents(&batch, db, coll)? {
-                digest.add_document(d?);
-                n += 1;
-            }
-        }
-        Ok::<_, Error>((n, digest))
+    let reader = {
+        let (server, db, coll, range, cancel) = (
+            server.clone(),
+            db.to_string(),
+            coll.to_string(),
+            range.clone(),
+            cancel.clone(),
+        );
+        tokio::spawn(async move { server.range_batches(&db, &coll, &range, tx, &cancel).await })
     };
-    let (r, s) = tokio::join!(read, sum);
-    let s = s?;
-    r?;
-    Ok(s)
+    let mut rx = rx;
+    let sums = futures::stream::poll_fn(|cx| rx.poll_recv(cx))
+        .map(|batch| {
+            let (db, coll) = (db.to_string(), coll.to_string());
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    let mut digest = ContentDigest::new();
+                    let mut n = 0u64;
+                    for d in crate::source::batch_documents(&batch, &db, &coll)? {
+                        digest.add_document(d?);
+                        n += 1;
+                    }
+                    Ok::<_, Error>((n, digest))
+                })
+                .await
+                .unwrap_or_else(|e| Err(task_failed(e)))
+            }
+        })
+        .buffer_unordered(2)
+        .try_fold((0u64, ContentDigest::new()), |(n, mut digest), (pn, pd)| async move {
+            digest.merge(&pd);
+            Ok::<_, Error>((n + pn, digest))
+        })
+        .await;
+    // The reader has ended, or stops now (a hashing failure).
+    cancel.cancel();
+    drop(rx);
+    let read = reader.await.unwrap_or_else(|e| Err(task_failed(e)));
+    match (sums, read) {
+        (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+        (Ok(s), Ok(())) => Ok(s),
+    }
+}
+
+fn task_failed(e: tokio::task::JoinError) -> Error {
+    Error::Format {
+        what: "a read-back task".into(),
+        detail: e.to_string(),
+    }
 }
 
 /// How the live source differs from the snapshot now, by count per collection: drift, not
