@@ -8,20 +8,6 @@ use clap::Parser;
 use mongokeep::cli::Cli;
 use mongokeep::redact::scrub;
 
-/// Every pipeline stage allocates and frees buffers of 1 to 16 MiB (driver replies, chunks,
-/// parts, compressed members, upload parts). glibc's defaults serve those with `mmap` and
-/// hand them back to the kernel on free, so each one is faulted in again: about 2 s of
-/// kernel time per 2.5 GiB backup on the benchmark machine. Keeping them in the heap removes
-/// that and, measured, also lowers the peak resident memory (scripts/bench-memory.sh).
-fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets allocator parameters; called before any other thread runs.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
-    }
-}
-
 /// stderr, with every registered secret scrubbed from each log line.
 struct ScrubbedStderr;
 
@@ -67,7 +53,7 @@ fn init_logging(cli: &Cli) {
 }
 
 fn main() -> ExitCode {
-    tune_allocator();
+    mongokeep::tune_allocator();
     let cli = Cli::parse();
     init_logging(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -14,10 +14,13 @@ use super::{
     StorageResult,
 };
 
+/// A multipart upload in progress: its key, when it began, its parts by number.
+type Upload = (String, DateTime<Utc>, BTreeMap<usize, Bytes>);
+
 #[derive(Debug, Default)]
 struct Inner {
     objects: BTreeMap<String, (Bytes, DateTime<Utc>)>,
-    uploads: BTreeMap<String, (String, DateTime<Utc>, BTreeMap<usize, Bytes>)>,
+    uploads: BTreeMap<String, Upload>,
     next_upload: u64,
 }
 

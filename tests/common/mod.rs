@@ -345,6 +345,9 @@ impl PrivateGarage {
     }
 
     /// Start again on the same data, config and keys.
+    // The new server is stopped through its pid file (`kill`, and on drop), like the
+    // first one that `services.sh` started; the test process reaps it when it exits.
+    #[allow(clippy::zombie_processes)]
     pub fn restart(&self) {
         let garage = var("MONGOKEEP_TEST_GARAGE");
         let log = std::fs::File::create(self.dir.path().join("log2")).unwrap();
