@@ -66,7 +66,13 @@ fn main() -> ExitCode {
             return ExitCode::from(mongokeep::ExitCode::Internal.code());
         }
     };
-    match runtime.block_on(mongokeep::cli::run(cli)) {
+    mongokeep::source::track_clients();
+    let result = runtime.block_on(async {
+        let r = mongokeep::cli::run(cli).await;
+        mongokeep::source::shutdown_clients().await;
+        r
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let mut msg = e.to_string();

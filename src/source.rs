@@ -83,6 +83,32 @@ pub struct CollectionSpec {
     pub uuid: Option<String>,
 }
 
+/// Whether [`Source::connect`] keeps a handle on each client for [`shutdown_clients`] (the
+/// binary asks for it; tests and library users drop their clients as they go).
+static TRACK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static CLIENTS: std::sync::Mutex<Vec<Client>> = std::sync::Mutex::new(Vec::new());
+
+/// Keep every client this process opens from now on, for [`shutdown_clients`].
+pub fn track_clients() {
+    TRACK.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Shut down every tracked client while the runtime still runs: sessions end and pools
+/// close cleanly (a client dropped while the runtime stopped made the driver panic now and
+/// then, after the work was done). Waits at most 5 s for cursors still open, then lets go.
+pub async fn shutdown_clients() {
+    let clients = std::mem::take(&mut *CLIENTS.lock().unwrap_or_else(|e| e.into_inner()));
+    for c in clients {
+        let graceful = c.clone().shutdown();
+        if tokio::time::timeout(Duration::from_secs(5), graceful)
+            .await
+            .is_err()
+        {
+            c.shutdown().immediate(true).await;
+        }
+    }
+}
+
 impl Source {
     /// Connect and check that the server answers and accepts the credentials.
     ///
@@ -108,6 +134,12 @@ impl Source {
         }
         opts.app_name.get_or_insert_with(|| "mongokeep".to_string());
         let client = Client::with_options(opts).map_err(|e| classify(&target, "connecting", e))?;
+        if TRACK.load(std::sync::atomic::Ordering::Relaxed) {
+            CLIENTS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(client.clone());
+        }
         let admin = client.database("admin");
         let hello = admin
             .run_command(doc! { "hello": 1 })
