@@ -363,6 +363,11 @@ async fn restore_to_time_at_three_points_through_pushed_slices() {
         .run();
     backup.expect_code(0);
     let id = backup.json()["snapshot"].as_str().unwrap().to_string();
+    // The consistency point's wall time is what places a wall-clock --to-time within its
+    // second; without it the first point below was refused whenever it fell in the same
+    // second as the snapshot.
+    let oplog = &manifest(&repo, &id)["oplog"];
+    assert!(oplog["to_wall"].is_string(), "{oplog}");
     let push = || {
         mk(cwd.path(), &repo)
             .env("MONGODB_URI", &s.rs_uri)

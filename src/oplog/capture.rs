@@ -169,6 +169,12 @@ pub async fn capture(
     }
     let object = writer.finish(repo).await?;
     let to = p.last_read.unwrap_or(spec.from);
+    if p.last_read.is_none() {
+        // Nobody wrote during the dump: the snapshot's point is its start position, whose
+        // wall time places wall-clock `--to-time`s within that second (without it, a time
+        // in the same second was refused as "before the consistency point").
+        p.last_wall = wall_of(source, spec.from).await;
+    }
     tracing::info!(key = %spec.key, entries = p.entries, to = %describe(to), "oplog stored");
     Ok(Captured {
         record: OplogRecord {
@@ -184,6 +190,20 @@ pub async fn capture(
         },
         first_read: p.first_read,
     })
+}
+
+/// The wall time of the oplog entry at `at`, if it is still there and has one.
+async fn wall_of(source: &Source, at: OpTime) -> Option<DateTime<Utc>> {
+    let e = source
+        .client()
+        .database("local")
+        .collection::<Document>("oplog.rs")
+        .find_one(doc! { "ts": to_ts(at) })
+        .projection(doc! { "wall": 1 })
+        .await
+        .ok()??;
+    let w = e.get_datetime("wall").ok()?;
+    chrono::TimeZone::timestamp_millis_opt(&Utc, w.timestamp_millis()).single()
 }
 
 /// Whether everything up to the stop position has been read. Nothing read yet counts as

@@ -111,12 +111,22 @@ pub fn range(anchor: &Anchor, spans: &[Span]) -> Range {
 }
 
 fn when(op: OpTime, wall: Option<DateTime<Utc>>) -> String {
-    format!(
-        "{} (oplog {}:{})",
-        wall_or_seconds(op, wall).to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        op.t,
-        op.i
-    )
+    match wall {
+        Some(w) => format!(
+            "{} (oplog {}:{})",
+            w.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            op.t,
+            op.i
+        ),
+        // Without a wall time only the second is known: a wall-clock time within it cannot
+        // be placed, an oplog position can.
+        None => format!(
+            "{} (oplog {}:{}; within that second give an oplog position)",
+            wall_or_seconds(op, None).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            op.t,
+            op.i
+        ),
+    }
 }
 
 /// The slices (indexes into `spans`, in replay order) that bring `anchor` to `to`.
