@@ -22,7 +22,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    create_with_options, drop_if_planned, to_bson, Action, PlannedItem, Progress, RestoredItem,
+    create_with_options, drop_if_planned, to_bson, Action, PlannedItem, Progress, RestoreEvent,
+    RestoredItem,
 };
 use crate::archive::{self, Codec, Entry};
 use crate::error::root_cause;
@@ -59,6 +60,7 @@ pub(super) async fn restore_collection(
     workers: usize,
     cancel: &CancellationToken,
     progress: &Progress,
+    events: Option<&mpsc::UnboundedSender<RestoreEvent>>,
 ) -> Result<RestoredItem> {
     let started = Instant::now();
     let e = &item.entry;
@@ -171,6 +173,13 @@ pub(super) async fn restore_collection(
             key: format!("{} (documents read from the archive)", item.source),
             expected: format!("{} documents", e.count),
             actual: format!("{} documents", loaded.0),
+        });
+    }
+    if let Some(tx) = events {
+        // Verification reads the documents back while the indexes build.
+        let _ = tx.send(RestoreEvent::Loaded {
+            db: e.db.clone(),
+            name: e.name.clone(),
         });
     }
     let indexes = create_indexes(target, item).await?;

@@ -42,9 +42,20 @@ pub struct RestoreOptions {
     pub insert_workers: usize,
     /// Print progress on stderr.
     pub progress: bool,
-    /// Told the `(db, name)` of each source collection as soon as it is restored (data,
-    /// indexes and count), so that verification can check it while the others load.
-    pub on_restored: Option<tokio::sync::mpsc::UnboundedSender<(String, String)>>,
+    /// Told how each collection's restore goes ([`RestoreEvent`]), so that verification can
+    /// check what is in place while the rest loads.
+    pub on_event: Option<tokio::sync::mpsc::UnboundedSender<RestoreEvent>>,
+}
+
+/// What a restore tells its watcher while it runs; collections are named by their source
+/// `(db, name)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreEvent {
+    /// Every document of the collection is inserted (and as many as the archive holds); its
+    /// indexes are being built. Its documents change no more.
+    Loaded { db: String, name: String },
+    /// The collection is restored: documents, indexes and count checked.
+    Restored { db: String, name: String },
 }
 
 impl Default for RestoreOptions {
@@ -56,7 +67,7 @@ impl Default for RestoreOptions {
             parallel: 2,
             insert_workers: 2,
             progress: false,
-            on_restored: None,
+            on_event: None,
         }
     }
 }
@@ -330,12 +341,16 @@ pub async fn execute(
                     opts.insert_workers,
                     &cancel,
                     &progress,
+                    opts.on_event.as_ref(),
                 )
                 .await;
-                match (&r, &opts.on_restored) {
+                match (&r, &opts.on_event) {
                     (Err(_), _) => cancel.cancel(),
                     (Ok(_), Some(tx)) => {
-                        let _ = tx.send((item.entry.db.clone(), item.entry.name.clone()));
+                        let _ = tx.send(RestoreEvent::Restored {
+                            db: item.entry.db.clone(),
+                            name: item.entry.name.clone(),
+                        });
                     }
                     (Ok(_), None) => {}
                 }

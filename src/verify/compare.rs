@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use mongodb::bson::{doc, Document};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -13,6 +13,7 @@ use super::report::{CollectionCheck, Drift};
 use super::{ext, scratch_db};
 use crate::digest::ContentDigest;
 use crate::manifest::{CollectionEntry, Manifest};
+use crate::restore::RestoreEvent;
 use crate::source::{classify, Source};
 use crate::{Error, Result};
 
@@ -35,10 +36,20 @@ pub async fn compare(
     compare_as_restored(manifest, scratch, prefix, parallel, restored).await
 }
 
-/// [`compare`] while the restore runs: each collection named on `restored` (by its source
-/// `(db, name)`) is checked at once, `parallel` at a time; when the channel closes (the
-/// restore ended) the rest (views, and anything not announced) is checked. Returns the
-/// checks in manifest order.
+/// One piece of work of [`compare_as_restored`].
+#[derive(Debug, Clone, Copy)]
+enum Job {
+    /// Count and digest the documents (they are all in; indexes may still be building).
+    ReadBack(usize),
+    /// Check everything else, and the documents too unless they were read back already.
+    Check(usize),
+}
+
+/// [`compare`] while the restore runs: each collection's documents are read back as soon
+/// as the restore says they are all in ([`RestoreEvent::Loaded`], while its indexes
+/// build), and the rest is checked when it is restored ([`RestoreEvent::Restored`]);
+/// `parallel` jobs at a time. When the channel closes (the restore ended) whatever was not
+/// announced (views, for one) is checked. Returns the checks in manifest order.
 ///
 /// # Errors
 /// The scratch server failed.
@@ -47,53 +58,134 @@ pub async fn compare_as_restored(
     scratch: &Source,
     prefix: &str,
     parallel: usize,
-    mut restored: mpsc::UnboundedReceiver<(String, String)>,
+    mut events: mpsc::UnboundedReceiver<RestoreEvent>,
 ) -> Result<Vec<CollectionCheck>> {
     let entries: Vec<&CollectionEntry> = manifest
         .collections
         .iter()
         .filter(|e| !skipped(e))
         .collect();
-    let mut checks: Vec<Option<CollectionCheck>> = vec![None; entries.len()];
-    // Queued once: announced by the restore, or left over when it ended.
-    let mut queued = vec![false; entries.len()];
-    let mut queue = std::collections::VecDeque::new();
+    let n = entries.len();
+    let mut checks: Vec<Option<CollectionCheck>> = vec![None; n];
+    let mut state: Vec<State> = vec![State::default(); n];
+    let mut queue: std::collections::VecDeque<Job> = std::collections::VecDeque::new();
     let mut running = futures::stream::FuturesUnordered::new();
     let mut open = true;
+    let position =
+        |db: &str, name: &str| entries.iter().position(|e| e.db == db && e.name == name);
     while open || !queue.is_empty() || !running.is_empty() {
         while running.len() < parallel.max(1) {
-            let Some(i) = queue.pop_front() else { break };
-            let e: &CollectionEntry = entries[i];
-            running.push(async move { (i, check_one(e, scratch, prefix).await) });
-        }
-        tokio::select! {
-            Some((i, r)) = running.next(), if !running.is_empty() => checks[i] = Some(r?),
-            msg = restored.recv(), if open => {
-                let ready: Vec<usize> = match msg {
-                    Some((db, name)) => entries
-                        .iter()
-                        .position(|e| e.db == db && e.name == name)
-                        .into_iter()
-                        .collect(),
-                    None => {
-                        open = false;
-                        (0..entries.len()).collect()
-                    }
-                };
-                for i in ready {
-                    if !queued[i] {
-                        queued[i] = true;
-                        queue.push_back(i);
-                    }
+            let Some(job) = queue.pop_front() else { break };
+            match job {
+                Job::ReadBack(i) => {
+                    let e: &CollectionEntry = entries[i];
+                    running.push(
+                        async move {
+                            let db = scratch_db(prefix, &e.db);
+                            let r = read_back(e, scratch, &db).await;
+                            (job, r.map(Outcome::Read))
+                        }
+                        .boxed(),
+                    );
+                }
+                Job::Check(i) => {
+                    let (e, done) = (entries[i], state[i].read);
+                    running.push(
+                        async move {
+                            let r = check_one(e, scratch, prefix, done).await;
+                            (job, r.map(Outcome::Checked))
+                        }
+                        .boxed(),
+                    );
                 }
             }
+        }
+        tokio::select! {
+            Some((job, r)) = running.next(), if !running.is_empty() => match (job, r?) {
+                (Job::ReadBack(i), Outcome::Read(x)) => {
+                    state[i].read = Some(x);
+                    state[i].check_when_ready(i, &mut queue);
+                }
+                (Job::Check(i), Outcome::Checked(c)) => checks[i] = Some(c),
+                _ => unreachable!("each job has its own outcome"),
+            },
+            msg = events.recv(), if open => match msg {
+                Some(RestoreEvent::Loaded { db, name }) => {
+                    if let Some(i) = position(&db, &name) {
+                        if !state[i].read_queued && entries[i].kind != "view" {
+                            state[i].read_queued = true;
+                            queue.push_back(Job::ReadBack(i));
+                        }
+                    }
+                }
+                Some(RestoreEvent::Restored { db, name }) => {
+                    if let Some(i) = position(&db, &name) {
+                        state[i].restored = true;
+                        state[i].check_when_ready(i, &mut queue);
+                    }
+                }
+                None => {
+                    open = false;
+                    for (i, x) in state.iter_mut().enumerate() {
+                        x.restored = true;
+                        x.check_when_ready(i, &mut queue);
+                    }
+                }
+            },
         }
     }
     Ok(checks.into_iter().flatten().collect())
 }
 
-/// Check one collection, reading its options from the scratch server first.
-async fn check_one(e: &CollectionEntry, scratch: &Source, prefix: &str) -> Result<CollectionCheck> {
+/// Where one collection is in [`compare_as_restored`].
+#[derive(Debug, Clone, Default)]
+struct State {
+    read_queued: bool,
+    /// Count and digest, once read back.
+    read: Option<(u64, ContentDigest)>,
+    restored: bool,
+    check_queued: bool,
+}
+
+impl State {
+    /// Queue the check of a restored collection once its read-back (if any) has ended.
+    fn check_when_ready(&mut self, i: usize, queue: &mut std::collections::VecDeque<Job>) {
+        if self.restored && !self.check_queued && !(self.read_queued && self.read.is_none()) {
+            self.check_queued = true;
+            queue.push_back(Job::Check(i));
+        }
+    }
+}
+
+/// What a job of [`compare_as_restored`] produced.
+enum Outcome {
+    Read((u64, ContentDigest)),
+    Checked(CollectionCheck),
+}
+
+/// Count and content digest of a restored collection (its documents: the buckets of a
+/// time-series collection).
+async fn read_back(e: &CollectionEntry, scratch: &Source, db: &str) -> Result<(u64, ContentDigest)> {
+    let stored = e.stored_from.clone().unwrap_or_else(|| e.name.clone());
+    let (count, digest, _) = digest_in_ranges(
+        scratch,
+        db,
+        &stored,
+        e.bson_bytes,
+        crate::source::range_bytes(),
+    )
+    .await?;
+    Ok((count, digest))
+}
+
+/// Check one collection, reading its options from the scratch server first; `read` is its
+/// documents' count and digest when they were read back already.
+async fn check_one(
+    e: &CollectionEntry,
+    scratch: &Source,
+    prefix: &str,
+    read: Option<(u64, ContentDigest)>,
+) -> Result<CollectionCheck> {
     let db = scratch_db(prefix, &e.db);
     let spec = scratch
         .list_collections_where(&db, doc! {"name": &e.name})
@@ -101,7 +193,7 @@ async fn check_one(e: &CollectionEntry, scratch: &Source, prefix: &str) -> Resul
         .into_iter()
         .next()
         .map(|s| (s.kind, s.options));
-    let c = check_collection(e, scratch, &db, spec.as_ref()).await?;
+    let c = check_collection(e, scratch, &db, spec.as_ref(), read).await?;
     tracing::info!(collection = %format!("{}.{}", e.db, e.name), problems = c.problems.len(), "collection compared");
     Ok(c)
 }
@@ -111,6 +203,7 @@ async fn check_collection(
     scratch: &Source,
     db: &str,
     spec: Option<&(String, Document)>,
+    read: Option<(u64, ContentDigest)>,
 ) -> Result<CollectionCheck> {
     let mut c = CollectionCheck::new(e);
     let Some((kind, options)) = spec else {
@@ -132,15 +225,10 @@ async fn check_collection(
     if e.kind == "view" {
         return Ok(c);
     }
-    let stored = e.stored_from.clone().unwrap_or_else(|| e.name.clone());
-    let (count, digest, _) = digest_in_ranges(
-        scratch,
-        db,
-        &stored,
-        e.bson_bytes,
-        crate::source::range_bytes(),
-    )
-    .await?;
+    let (count, digest) = match read {
+        Some(x) => x,
+        None => read_back(e, scratch, db).await?,
+    };
     c.count_actual = Some(count);
     c.digest_actual = Some(digest.to_hex());
     if count != e.count {

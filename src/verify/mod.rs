@@ -132,7 +132,7 @@ pub async fn full(
         let plan = restore::plan(manifest, scratch, &ropts).await?;
         // Each collection is compared as soon as it is restored, while the others load.
         let (done_tx, done_rx) = mpsc::unbounded_channel();
-        ropts.on_restored = Some(done_tx);
+        ropts.on_event = Some(done_tx);
         let restoring = async move {
             let t = Instant::now();
             let r = restore::execute(repo, scratch, &plan, &ropts).await;
