@@ -2,6 +2,8 @@
 //!
 //! `cargo run --example seed -- URI rich DB` creates the rich test database `DB`;
 //! `cargo run --example seed -- URI app DB COLL MIB` inserts about MIB MiB of app-like orders.
+//! `cargo run --example seed -- URI indexes DB COLL` gives such a collection the secondary
+//! indexes an app would have on it.
 //! `cargo run --example seed -- URI scan DB` reads every collection of `DB` through the driver,
 //! all at once (raw batches, documents dropped) and prints `documents bytes`: the benchmark's raw scan.
 
@@ -16,7 +18,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: seed URI rich DB | seed URI app DB COLL MIB | seed URI scan DB";
+    let usage =
+        "usage: seed URI rich DB | seed URI app DB COLL MIB | seed URI indexes DB COLL | seed URI scan DB";
     let uri = args.first().ok_or(usage)?;
     let client = Client::with_uri_str(uri).await?;
     match args.get(1).map(String::as_str) {
@@ -43,6 +46,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             }
             let n = mongokeep::sample::seed_app(&client, db, coll, mib, 42).await?;
             println!("inserted {n} documents (about {mib} MiB) into {db}.{coll}");
+        }
+        Some("indexes") => {
+            let (db, coll) = (args.get(2).ok_or(usage)?, args.get(3).ok_or(usage)?);
+            let n = mongokeep::sample::app_indexes(&client, db, coll).await?;
+            println!("{db}.{coll} has its {n} secondary indexes");
         }
         Some("scan") => {
             let db = args.get(2).ok_or(usage)?;

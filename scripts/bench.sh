@@ -4,6 +4,8 @@
 #
 #   scripts/bench.sh                 defaults: BENCH_APP_MIB=512 BENCH_BIG_MIB=2048 BENCH_REPEAT=3
 #   BENCH_APP_MIB=128 BENCH_BIG_MIB=256 BENCH_REPEAT=3 scripts/bench.sh     a quick run
+#   BENCH_INDEXES=1 scripts/bench.sh  each collection also gets three secondary indexes (by
+#                                    email, by time, by status and time), built by every restore
 #
 # Data: deterministic app-like documents (200 B to 4 KiB; names, emails, timestamps, enums,
 # small arrays) in three collections sharing BENCH_APP_MIB, plus one collection of
@@ -16,6 +18,7 @@ cd "$(dirname "$0")/.."
 APP=${BENCH_APP_MIB:-512}
 BIG=${BENCH_BIG_MIB:-2048}
 REPEAT=${BENCH_REPEAT:-3}
+INDEXES=${BENCH_INDEXES:-0}
 
 bash scripts/services.sh install >/dev/null
 CACHE="${MONGOKEEP_CACHE:-$HOME/.cache/mongokeep}"
@@ -51,6 +54,9 @@ $SEED "$URI" app bench orders $((APP / 2)) >/dev/null
 $SEED "$URI" app bench users $((APP / 4)) >/dev/null
 $SEED "$URI" app bench events $((APP / 4)) >/dev/null
 $SEED "$URI" app bench big "$BIG" >/dev/null
+if [ "$INDEXES" = 1 ]; then
+  for c in orders users events big; do $SEED "$URI" indexes bench "$c" >/dev/null; done
+fi
 read -r DOCS BSON < <($SEED "$URI" scan bench)
 echo "data: $DOCS documents, $((BSON / 1048576)) MiB of BSON" >&2
 
@@ -119,9 +125,10 @@ for i in $(seq "$REPEAT"); do
   drop bench_mr bench_mk
 done
 
-python3 - "$WORK/runs" "$BSON" "$DOCS" "$APP" "$BIG" "$REPEAT" <<'PY'
+python3 - "$WORK/runs" "$BSON" "$DOCS" "$APP" "$BIG" "$REPEAT" "$INDEXES" <<'PY'
 import json, statistics, sys, subprocess, platform
 runs, bson, docs, app, big, repeat = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], int(sys.argv[6])
+indexes = sys.argv[7] == "1"
 rows = {}
 for line in open(runs):
     n, wall, cpu, rss, b = line.split()
@@ -149,7 +156,7 @@ if "mongokeep_backup" in med and "mongodump_gzip" in med:
     med["mongokeep_backup"]["size_ratio"] = round(med["mongokeep_backup"]["bytes_written"] / med["mongodump_gzip"]["bytes_written"], 3)
 commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 out = {"commit": commit, "machine": f"{platform.machine()}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores",
-       "dataset": {"documents": docs, "bson_bytes": bson, "app_mib": int(app), "big_mib": int(big)}, "repeat": repeat, "results": med}
+       "dataset": {"documents": docs, "bson_bytes": bson, "app_mib": int(app), "big_mib": int(big), "secondary_indexes": indexes}, "repeat": repeat, "results": med}
 print(f"{'case':24} {'wall_s':>8} {'cpu_s':>7} {'rss_mib':>8} {'written_mib':>11} {'bson_mib/s':>10}  ratio", file=sys.stderr)
 for n, m in med.items():
     ratio = m.get("throughput_ratio", m.get("wall_ratio", ""))

@@ -286,3 +286,24 @@ pub async fn seed_app(
     }
     Ok(n)
 }
+
+/// The secondary indexes an app would keep on the orders of [`seed_app`]: by customer email,
+/// by time, by status and time. Returns how many.
+///
+/// # Errors
+/// The server refused.
+pub async fn app_indexes(client: &Client, db: &str, coll: &str) -> mongodb::error::Result<usize> {
+    let models = [
+        doc! { "customer.email": 1 },
+        doc! { "placed_at": -1 },
+        doc! { "status": 1, "placed_at": -1 },
+    ]
+    .map(|keys| IndexModel::builder().keys(keys).build());
+    let n = models.len();
+    client
+        .database(db)
+        .collection::<Document>(coll)
+        .create_indexes(models)
+        .await?;
+    Ok(n)
+}
