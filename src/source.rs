@@ -8,9 +8,9 @@ use futures::StreamExt;
 use mongodb::bson::{doc, Bson, Document, RawBsonRef};
 use mongodb::error::ErrorKind;
 use mongodb::options::ClientOptions;
-use mongodb::Client;
 pub use mongodb::raw_batch_cursor::RawBatch;
 use mongodb::raw_batch_cursor::RawBatchCursor;
+use mongodb::Client;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -345,27 +345,18 @@ impl Source {
         tx: mpsc::Sender<Chunk>,
         cancel: CancellationToken,
     ) -> Result<()> {
-        let results: Vec<Result<()>> = futures::stream::iter(ranges)
-            .map(|range| {
-                let (this, db, coll) = (self.clone(), db.to_string(), coll.to_string());
-                let (tx, cancel) = (tx.clone(), cancel.clone());
-                // A task each, so that the ranges are decoded on more than one core.
-                let task = tokio::spawn(async move {
-                    let r = this.read_range(&db, &coll, &range, &tx, &cancel).await;
-                    if r.is_err() {
-                        cancel.cancel();
-                    }
-                    r
-                });
-                async move { task.await.unwrap_or(Err(Error::Cancelled)) }
-            })
-            .buffer_unordered(readers.max(1))
-            .collect()
-            .await;
-        let errors: Vec<Error> = results.into_iter().filter_map(|r| r.err()).collect();
-        if let Some(e) = crate::error::root_cause(errors) {
-            return Err(e);
-        }
+        for_each_range(ranges, readers, |range| {
+            let (this, db, coll) = (self.clone(), db.to_string(), coll.to_string());
+            let (tx, cancel) = (tx.clone(), cancel.clone());
+            async move {
+                let r = this.read_range(&db, &coll, &range, &tx, &cancel).await;
+                if r.is_err() {
+                    cancel.cancel();
+                }
+                r
+            }
+        })
+        .await?;
         tx.send(Chunk::End).await.map_err(|_| Error::Cancelled)
     }
 
@@ -463,6 +454,51 @@ impl Source {
             b = cursor.next() => b.transpose().map_err(|e| self.err(format!("reading {db}.{coll}"), e)),
             _ = cancel.cancelled() => Err(Error::Cancelled),
         }
+    }
+}
+
+/// Run `read` on each range in a task of its own (so that the ranges are decoded and hashed
+/// on more than one core), `readers` at once. Returns the results in the order the ranges
+/// ended; if any failed, the error that explains the others ([`crate::error::root_cause`]).
+///
+/// # Errors
+/// A range's reader failed, or its task panicked ([`Error::Format`]).
+pub async fn for_each_range<T, F, Fut>(
+    ranges: Vec<IdRange>,
+    readers: usize,
+    read: F,
+) -> Result<Vec<T>>
+where
+    F: Fn(IdRange) -> Fut,
+    Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    let results: Vec<Result<T>> = futures::stream::iter(ranges)
+        .map(|range| {
+            let task = tokio::spawn(read(range));
+            async move {
+                task.await.unwrap_or_else(|e| {
+                    Err(Error::Format {
+                        what: "a range reader task".into(),
+                        detail: e.to_string(),
+                    })
+                })
+            }
+        })
+        .buffer_unordered(readers.max(1))
+        .collect()
+        .await;
+    let mut out = Vec::with_capacity(results.len());
+    let mut errors = Vec::new();
+    for r in results {
+        match r {
+            Ok(x) => out.push(x),
+            Err(e) => errors.push(e),
+        }
+    }
+    match crate::error::root_cause(errors) {
+        Some(e) => Err(e),
+        None => Ok(out),
     }
 }
 

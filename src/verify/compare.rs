@@ -71,8 +71,7 @@ pub async fn compare_as_restored(
     let mut queue: std::collections::VecDeque<Job> = std::collections::VecDeque::new();
     let mut running = futures::stream::FuturesUnordered::new();
     let mut open = true;
-    let position =
-        |db: &str, name: &str| entries.iter().position(|e| e.db == db && e.name == name);
+    let position = |db: &str, name: &str| entries.iter().position(|e| e.db == db && e.name == name);
     while open || !queue.is_empty() || !running.is_empty() {
         while running.len() < parallel.max(1) {
             let Some(job) = queue.pop_front() else { break };
@@ -165,7 +164,11 @@ enum Outcome {
 
 /// Count and content digest of a restored collection (its documents: the buckets of a
 /// time-series collection).
-async fn read_back(e: &CollectionEntry, scratch: &Source, db: &str) -> Result<(u64, ContentDigest)> {
+async fn read_back(
+    e: &CollectionEntry,
+    scratch: &Source,
+    db: &str,
+) -> Result<(u64, ContentDigest)> {
     let stored = e.stored_from.clone().unwrap_or_else(|| e.name.clone());
     let (count, digest, _) = digest_in_ranges(
         scratch,
@@ -317,26 +320,13 @@ pub async fn digest_in_ranges(
         .map(|n| n.get())
         .unwrap_or(2)
         .clamp(2, 8);
-    let parts: Vec<Result<(u64, ContentDigest)>> = futures::stream::iter(ranges)
-        .map(|range| {
-            let (server, db, coll) = (server.clone(), db.to_string(), coll.to_string());
-            async move {
-                tokio::spawn(async move { digest_range(&server, &db, &coll, &range).await })
-                    .await
-                    .unwrap_or_else(|e| {
-                        Err(Error::Format {
-                            what: "a read-back task".into(),
-                            detail: e.to_string(),
-                        })
-                    })
-            }
-        })
-        .buffer_unordered(readers)
-        .collect()
-        .await;
+    let parts = crate::source::for_each_range(ranges, readers, |range| {
+        let (server, db, coll) = (server.clone(), db.to_string(), coll.to_string());
+        async move { digest_range(&server, &db, &coll, &range).await }
+    })
+    .await?;
     let mut total = (0u64, ContentDigest::new());
-    for p in parts {
-        let (n, d) = p?;
+    for (n, d) in parts {
         total.0 += n;
         total.1.merge(&d);
     }
@@ -391,10 +381,13 @@ async fn digest_range(
             }
         })
         .buffer_unordered(2)
-        .try_fold((0u64, ContentDigest::new()), |(n, mut digest), (pn, pd)| async move {
-            digest.merge(&pd);
-            Ok::<_, Error>((n + pn, digest))
-        })
+        .try_fold(
+            (0u64, ContentDigest::new()),
+            |(n, mut digest), (pn, pd)| async move {
+                digest.merge(&pd);
+                Ok::<_, Error>((n + pn, digest))
+            },
+        )
         .await;
     // The reader has ended, or stops now (a hashing failure).
     cancel.cancel();
