@@ -212,3 +212,23 @@ pub fn root_cause(errors: Vec<Error>) -> Option<Error> {
     }
     fallback
 }
+
+/// Every value when all of `results` succeeded; otherwise the error that explains the
+/// others ([`root_cause`]).
+///
+/// # Errors
+/// At least one of `results` failed.
+pub fn all_or_root_cause<T>(results: Vec<Result<T>>) -> Result<Vec<T>> {
+    let mut out = Vec::with_capacity(results.len());
+    let mut errors = Vec::new();
+    for r in results {
+        match r {
+            Ok(x) => out.push(x),
+            Err(e) => errors.push(e),
+        }
+    }
+    match root_cause(errors) {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}

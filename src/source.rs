@@ -488,18 +488,7 @@ where
         .buffer_unordered(readers.max(1))
         .collect()
         .await;
-    let mut out = Vec::with_capacity(results.len());
-    let mut errors = Vec::new();
-    for r in results {
-        match r {
-            Ok(x) => out.push(x),
-            Err(e) => errors.push(e),
-        }
-    }
-    match crate::error::root_cause(errors) {
-        Some(e) => Err(e),
-        None => Ok(out),
-    }
+    crate::error::all_or_root_cause(results)
 }
 
 /// The documents of a raw batch of `db.coll`, as raw BSON.

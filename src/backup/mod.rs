@@ -14,7 +14,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::archive::Codec;
-use crate::error::root_cause;
+use crate::error::all_or_root_cause;
 use crate::manifest::{BackupOptionsRecord, Manifest, Tool, Totals, FORMAT_VERSION};
 use crate::repository::{lock, snapshot_id, Repository};
 use crate::source::{CollectionSpec, Source};
@@ -244,16 +244,5 @@ async fn dump_collections(
             .buffered(opts.parallel.max(1))
             .collect()
             .await;
-    let mut entries = Vec::with_capacity(results.len());
-    let mut errors = Vec::new();
-    for r in results {
-        match r {
-            Ok(e) => entries.push(e),
-            Err(e) => errors.push(e),
-        }
-    }
-    if let Some(e) = root_cause(errors) {
-        return Err(e);
-    }
-    Ok(entries)
+    all_or_root_cause(results)
 }

@@ -21,7 +21,7 @@ pub use load::to_document;
 pub use mapping::NsMap;
 
 use crate::backup::Selection;
-use crate::error::root_cause;
+use crate::error::all_or_root_cause;
 use crate::manifest::{CollectionEntry, Manifest};
 use crate::repository::Repository;
 use crate::source::{classify, Source};
@@ -361,20 +361,15 @@ pub async fn execute(
         .buffer_unordered(opts.parallel.max(1))
         .collect()
         .await;
-    let mut restored = Vec::new();
-    let mut errors = Vec::new();
-    for r in results {
-        match r {
-            Ok(x) => restored.push(x),
-            Err(e) => errors.push(e),
+    let mut restored = match all_or_root_cause(results) {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(t) = ticker {
+                t.abort();
+            }
+            return Err(e);
         }
-    }
-    if let Some(e) = root_cause(errors) {
-        if let Some(t) = ticker {
-            t.abort();
-        }
-        return Err(e);
-    }
+    };
     for item in views {
         restored.push(create_view(target, item).await?);
         progress.done.fetch_add(1, Ordering::Relaxed);

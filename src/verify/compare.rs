@@ -32,8 +32,8 @@ pub async fn compare(
     parallel: usize,
 ) -> Result<Vec<CollectionCheck>> {
     // Everything is restored already: a channel that is closed from the start.
-    let (_, restored) = mpsc::unbounded_channel();
-    compare_as_restored(manifest, scratch, prefix, parallel, restored).await
+    let (_, events) = mpsc::unbounded_channel();
+    compare_as_restored(manifest, scratch, prefix, parallel, events).await
 }
 
 /// One piece of work of [`compare_as_restored`].
@@ -81,8 +81,7 @@ pub async fn compare_as_restored(
                     running.push(
                         async move {
                             let db = scratch_db(prefix, &e.db);
-                            let r = read_back(e, scratch, &db).await;
-                            (job, r.map(Outcome::Read))
+                            (i, read_back(e, scratch, &db).await.map(Outcome::Read))
                         }
                         .boxed(),
                     );
@@ -92,7 +91,7 @@ pub async fn compare_as_restored(
                     running.push(
                         async move {
                             let r = check_one(e, scratch, prefix, done).await;
-                            (job, r.map(Outcome::Checked))
+                            (i, r.map(Outcome::Checked))
                         }
                         .boxed(),
                     );
@@ -100,13 +99,12 @@ pub async fn compare_as_restored(
             }
         }
         tokio::select! {
-            Some((job, r)) = running.next(), if !running.is_empty() => match (job, r?) {
-                (Job::ReadBack(i), Outcome::Read(x)) => {
+            Some((i, r)) = running.next(), if !running.is_empty() => match r? {
+                Outcome::Read(x) => {
                     state[i].read = Some(x);
                     state[i].check_when_ready(i, &mut queue);
                 }
-                (Job::Check(i), Outcome::Checked(c)) => checks[i] = Some(c),
-                _ => unreachable!("each job has its own outcome"),
+                Outcome::Checked(c) => checks[i] = Some(c),
             },
             msg = events.recv(), if open => match msg {
                 Some(RestoreEvent::Loaded { db, name }) => {

@@ -130,7 +130,8 @@ pub async fn full(
         report.scratch = Some(scratch_label(scratch, &opts.scratch_prefix));
         let mut ropts = scratch_restore_options(&dbs, opts.parallel)?;
         let plan = restore::plan(manifest, scratch, &ropts).await?;
-        // Each collection is compared as soon as it is restored, while the others load.
+        // Each collection is read back as soon as its documents are in (while its indexes
+        // build) and checked once restored, while the others load.
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         ropts.on_event = Some(done_tx);
         let restoring = async move {
