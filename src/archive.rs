@@ -13,9 +13,9 @@
 use std::io::{Read, Write};
 
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use crate::digest::sha256::{Documents, Sha256Stream};
 use crate::digest::ContentDigest;
 use crate::storage::escape_segment;
 use crate::{Error, Result};
@@ -124,12 +124,12 @@ pub fn entry_path(db: &str, coll: &str, suffix: &str) -> String {
     format!("{}/{}.{suffix}", escape_segment(db), escape_segment(coll))
 }
 
-/// Hashes, counts and forwards compressed bytes to the uploader in chunks.
+/// Hashes, counts and forwards the archive's bytes to the uploader in chunks.
 struct ChannelSink {
     tx: mpsc::Sender<Bytes>,
     buf: Vec<u8>,
     chunk: usize,
-    hasher: Sha256,
+    hasher: Sha256Stream,
     size: u64,
 }
 
@@ -142,6 +142,10 @@ impl ChannelSink {
             &mut self.buf,
             Vec::with_capacity(self.chunk),
         ));
+        self.send(data)
+    }
+
+    fn send(&mut self, data: Bytes) -> std::io::Result<()> {
         self.tx
             .blocking_send(data)
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "uploader stopped"))
@@ -161,6 +165,73 @@ impl Write for ChannelSink {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// Where the tar stream goes: a writer that also takes whole documents.
+trait ArchiveWrite: Write {
+    /// Write `runs` (whole documents, concatenated) and add each document to `digest`.
+    fn write_documents(
+        &mut self,
+        runs: &[Bytes],
+        digest: &mut ContentDigest,
+    ) -> std::io::Result<()> {
+        digest.add_documents(runs.iter().flat_map(|r| Docs(r)));
+        runs.iter().try_for_each(|r| self.write_all(r))
+    }
+}
+
+/// Compressed: the documents are hashed in pairs, then copied into the compressor's input.
+impl<W: Write> ArchiveWrite for ParallelGz<W> {}
+
+/// Uncompressed: the archive's checksum runs beside the documents' own hashes over the same
+/// bytes (two SHA-256 streams at the cost of about one), and the documents go to the
+/// uploader as they are, without a copy.
+impl ArchiveWrite for ChannelSink {
+    fn write_documents(
+        &mut self,
+        runs: &[Bytes],
+        digest: &mut ContentDigest,
+    ) -> std::io::Result<()> {
+        let mut sum = ContentDigest::new();
+        let mut docs = Documents::new(runs.iter().flat_map(|r| Docs(r)), |h: &[u8; 32]| {
+            sum.add_sha256(h)
+        });
+        self.hasher
+            .update_beside(runs.iter().map(|r| &r[..]), &mut docs);
+        drop(docs);
+        digest.merge(&sum);
+        for r in runs {
+            self.size += r.len() as u64;
+            // Small runs join the buffer; large ones go as they are, after what is buffered.
+            if r.len() < 64 << 10 {
+                self.buf.extend_from_slice(r);
+                if self.buf.len() >= self.chunk {
+                    self.send_buf()?;
+                }
+            } else {
+                self.send_buf()?;
+                self.send(r.clone())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The documents of a run of whole, already checked documents.
+struct Docs<'a>(&'a [u8]);
+
+impl<'a> Iterator for Docs<'a> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let len = i32::from_le_bytes(self.0.get(..4)?.try_into().ok()?);
+        if len < 5 {
+            return None;
+        }
+        let len = len as usize;
+        let (doc, rest) = self.0.split_at(len.min(self.0.len()));
+        self.0 = rest;
+        Some(doc)
     }
 }
 
@@ -204,7 +275,7 @@ pub fn write_archive(
         tx: out,
         buf: Vec::with_capacity(1 << 20),
         chunk: 1 << 20,
-        hasher: Sha256::new(),
+        hasher: Sha256Stream::new(),
         size: 0,
     };
     match spec.codec {
@@ -399,7 +470,7 @@ impl Part {
     }
 
     /// Write the part as the next `part-NNNNNN.bson` entry.
-    fn flush<W: Write>(
+    fn flush<W: ArchiveWrite>(
         &mut self,
         spec: &ArchiveSpec,
         stats: &mut ArchiveStats,
@@ -420,9 +491,9 @@ impl Part {
         tar.append_data(&mut h, &name, std::io::empty())
             .map_err(map_io)?;
         let w = tar.get_mut();
-        for s in self.slices.drain(..) {
-            w.write_all(&s).map_err(map_io)?;
-        }
+        w.write_documents(&self.slices, &mut stats.digest)
+            .map_err(map_io)?;
+        self.slices.clear();
         let pad = (512 - self.len % 512) % 512;
         w.write_all(&[0u8; 512][..pad]).map_err(map_io)?;
         self.len = 0;
@@ -445,7 +516,7 @@ fn append<W: Write>(tar: &mut tar::Builder<W>, path: &str, data: &[u8], mtime: u
     tar.append_data(&mut h, path, data).map_err(map_io)
 }
 
-fn write_tar<W: Write>(
+fn write_tar<W: ArchiveWrite>(
     spec: &ArchiveSpec,
     docs: &mut mpsc::Receiver<Chunk>,
     w: W,
@@ -475,8 +546,7 @@ fn write_tar<W: Write>(
                 let (mut pos, mut run_start) = (0, 0);
                 while pos < data.len() {
                     let len = doc_len(&data[pos..], &spec.db, &spec.coll)?;
-                    let doc = &data[pos..pos + len];
-                    stats.digest.add_document(doc);
+                    // The digest is taken when the part is written (`write_documents`).
                     stats.count += 1;
                     stats.bson_bytes += len as u64;
                     if part.len + (pos - run_start) > 0
@@ -625,6 +695,7 @@ pub fn documents(part: &[u8]) -> Result<Vec<&[u8]>> {
 mod tests {
     use super::*;
     use mongodb::bson::{doc, RawDocumentBuf};
+    use sha2::{Digest, Sha256};
 
     fn raw(n: i32, pad: usize) -> Vec<u8> {
         let d = doc! { "_id": n, "pad": "x".repeat(pad) };
@@ -753,6 +824,32 @@ mod tests {
             .flat_map(|p| documents(p).unwrap().into_iter().map(<[u8]>::to_vec))
             .collect();
         assert_eq!(got, docs);
+    }
+
+    #[test]
+    fn large_runs_pass_uncopied_between_buffered_headers_in_order() {
+        // Runs of 64 KiB and more go to the uploader as they are, smaller ones and the tar
+        // headers through the sink's buffer: the stream must still be the tar stream in
+        // order, with its checksum and every document's digest.
+        let docs: Vec<Vec<u8>> = (0..24)
+            .map(|i| raw(i, [70_000, 300, 140_000][i as usize % 3]))
+            .collect();
+        let (stats, bytes) = run(Codec::None, 200_000, docs.clone());
+        assert_eq!(stats.sha256, hex::encode(Sha256::digest(&bytes)));
+        assert_eq!(stats.size as usize, bytes.len());
+        let mut expect = ContentDigest::new();
+        docs.iter().for_each(|d| expect.add_document(d));
+        assert_eq!(stats.digest, expect);
+        let mut got = Vec::new();
+        read_archive(&bytes[..], Codec::None, |e| {
+            if let Entry::Part(p) = e {
+                got.extend(documents(&p).unwrap().into_iter().map(<[u8]>::to_vec));
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(got, docs);
+        assert!(stats.parts > 5, "{} parts", stats.parts);
     }
 
     #[test]

@@ -30,8 +30,8 @@ pub struct Source {
     pub info: SourceInfo,
 }
 
-/// A collection larger than twice this is read in `_id` ranges of about this size (by
-/// backup and by verification's read-back); `MONGOKEEP_RANGE_MIB` overrides it.
+/// A collection larger than twice this is read back by verification in `_id` ranges of
+/// about this size; `MONGOKEEP_RANGE_MIB` overrides it.
 pub const RANGE_BYTES: u64 = 64 << 20;
 
 /// [`RANGE_BYTES`], or `MONGOKEEP_RANGE_MIB` MiB (at least 1) when set.
@@ -327,36 +327,6 @@ impl Source {
         cancel: CancellationToken,
     ) -> Result<()> {
         self.read_range(db, coll, range, &tx, &cancel).await?;
-        tx.send(Chunk::End).await.map_err(|_| Error::Cancelled)
-    }
-
-    /// [`Source::stream_documents`] through one cursor per range, `readers` at once, into
-    /// the same channel (chunks of whole documents from different ranges interleave), then
-    /// one [`Chunk::End`]. Documents do not come in natural order.
-    ///
-    /// # Errors
-    /// As [`Source::stream_documents`].
-    pub async fn stream_ranges(
-        &self,
-        db: &str,
-        coll: &str,
-        ranges: Vec<IdRange>,
-        readers: usize,
-        tx: mpsc::Sender<Chunk>,
-        cancel: CancellationToken,
-    ) -> Result<()> {
-        for_each_range(ranges, readers, |range| {
-            let (this, db, coll) = (self.clone(), db.to_string(), coll.to_string());
-            let (tx, cancel) = (tx.clone(), cancel.clone());
-            async move {
-                let r = this.read_range(&db, &coll, &range, &tx, &cancel).await;
-                if r.is_err() {
-                    cancel.cancel();
-                }
-                r
-            }
-        })
-        .await?;
         tx.send(Chunk::End).await.map_err(|_| Error::Cancelled)
     }
 

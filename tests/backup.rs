@@ -505,12 +505,13 @@ async fn configuration_precedence_flags_then_environment_then_file() {
 }
 
 #[tokio::test]
-async fn a_collection_read_in_id_ranges_is_stored_whole() {
-    // MONGOKEEP_RANGE_MIB=1 makes a 12 MB collection a "large" one, read by several
-    // cursors over _id ranges; _ids of several types must all be stored, once each.
+async fn an_uncompressed_collection_with_ids_of_every_type_is_stored_whole() {
+    // 12 MB without compression: runs of documents a MiB long go to the store as they came
+    // from the server (no copy) between the tar headers, and _ids of several types must
+    // all be stored, once each, byte for byte.
     let s = common::services();
     let client = common::client(&s.standalone_uri).await;
-    let db = common::unique("ranges");
+    let db = common::unique("mixedids");
     let pad = "y".repeat(4000);
     let docs: Vec<Document> = (0..3000i64)
         .map(|i| {
@@ -532,9 +533,7 @@ async fn a_collection_read_in_id_ranges_is_stored_whole() {
     let cwd = tempfile::tempdir().unwrap();
     let out = common::mongokeep(cwd.path())
         .env("MONGODB_URI", &s.standalone_uri)
-        .env("MONGOKEEP_RANGE_MIB", "1")
         .args([
-            "-v",
             "backup",
             "--repo",
             "./repo",
@@ -545,11 +544,6 @@ async fn a_collection_read_in_id_ranges_is_stored_whole() {
         ])
         .run();
     out.expect_code(0);
-    assert!(
-        out.all().contains("_id ranges"),
-        "the collection was read with one cursor: {}",
-        out.all()
-    );
     let m = common::mongokeep(cwd.path())
         .args(["show", "latest", "--repo", "./repo", "--json"])
         .run()

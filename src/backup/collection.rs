@@ -113,37 +113,13 @@ pub async fn backup_collection(
     let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(2);
     let writer =
         tokio::task::spawn_blocking(move || archive::write_archive(&archive_spec, doc_rx, out_tx));
-    // Without compression, a large collection is read in _id ranges by two cursors at once
-    // (the server's split points; none when it cannot say): reading is then the bound. With
-    // gzip the cores are busy compressing, and a second cursor measured slower (more CPU
-    // and memory), so it keeps one. Capped collections keep their natural order, and
-    // time-series buckets are read with one cursor.
-    let capped = spec.options.get_bool("capped").unwrap_or(false);
-    let ranges = if spec.kind == "collection" && !capped && settings.codec == Codec::None {
-        let splits = source
-            .split_points(&spec.db, &stored_from, crate::source::range_bytes())
-            .await;
-        crate::source::IdRange::between(splits)
-    } else {
-        vec![crate::source::IdRange::default()]
-    };
-    if ranges.len() > 1 {
-        tracing::info!(ns = %format!("{}.{}", spec.db, spec.name), ranges = ranges.len(), "reading in _id ranges");
-    }
-    // One range is read in this task rather than a spawned one: measured, a reader on its own
-    // thread runs ahead of the writer and raised the peak memory of a 2 GiB collection from
-    // 152 to 223 MiB.
-    let reader = async {
-        if ranges.len() > 1 {
-            source
-                .stream_ranges(&spec.db, &stored_from, ranges, 2, doc_tx, cancel.clone())
-                .await
-        } else {
-            source
-                .stream_documents(&spec.db, &stored_from, doc_tx, cancel.clone())
-                .await
-        }
-    };
+    // One natural-order cursor per collection: a collection scan is the cheapest read the
+    // server has. Reading `_id` ranges by two cursors (as verification does) measured twice
+    // the server's CPU (an index lookup for every document) and a slower backup;
+    // `--parallel` keeps collections side by side instead. The cursor is read in this task
+    // rather than a spawned one: measured, a reader on its own thread runs ahead of the
+    // writer and raised the peak memory of a 2 GiB collection from 152 to 223 MiB.
+    let reader = source.stream_documents(&spec.db, &stored_from, doc_tx, cancel.clone());
     let mut upload = StreamUpload::new(repo.store().clone(), key.clone(), settings.upload);
     let uploader = async {
         while let Some(b) = out_rx.recv().await {

@@ -349,10 +349,15 @@ fn write_part(
 ) -> std::io::Result<()> {
     let whole = data.len() / DIRECT_ALIGN * DIRECT_ALIGN;
     if let Some(direct) = direct.filter(|_| whole > 0 && offset % DIRECT_ALIGN as u64 == 0) {
-        let mut buf = vec![0u8; whole + DIRECT_ALIGN];
-        let start = buf.as_ptr().align_offset(DIRECT_ALIGN);
-        let aligned = &mut buf[start..start + whole];
-        aligned.copy_from_slice(&data[..whole]);
+        // Streamed uploads hand over parts whose memory is block-aligned already
+        // (`upload::aligned_part`); anything else is copied into an aligned buffer first.
+        let copy;
+        let aligned = if data.as_ptr().align_offset(DIRECT_ALIGN) == 0 {
+            &data[..whole]
+        } else {
+            copy = aligned_copy(&data[..whole]);
+            &copy.0[copy.1..copy.1 + whole]
+        };
         match direct.write_all_at(aligned, offset) {
             Ok(()) => return file.write_all_at(&data[whole..], offset + whole as u64),
             // The file system does not take direct writes after all: use the page cache.
@@ -361,6 +366,14 @@ fn write_part(
         }
     }
     file.write_all_at(data, offset)
+}
+
+/// `data` in a buffer with a block-aligned start: the buffer and the start's offset.
+fn aligned_copy(data: &[u8]) -> (Vec<u8>, usize) {
+    let mut buf = vec![0u8; data.len() + DIRECT_ALIGN];
+    let start = buf.as_ptr().align_offset(DIRECT_ALIGN);
+    buf[start..start + data.len()].copy_from_slice(data);
+    (buf, start)
 }
 
 struct LocalUpload {

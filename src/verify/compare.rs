@@ -366,13 +366,11 @@ async fn digest_range(
             let (db, coll) = (db.to_string(), coll.to_string());
             async move {
                 tokio::task::spawn_blocking(move || {
+                    let docs = crate::source::batch_documents(&batch, &db, &coll)?
+                        .collect::<Result<Vec<&[u8]>>>()?;
                     let mut digest = ContentDigest::new();
-                    let mut n = 0u64;
-                    for d in crate::source::batch_documents(&batch, &db, &coll)? {
-                        digest.add_document(d?);
-                        n += 1;
-                    }
-                    Ok::<_, Error>((n, digest))
+                    digest.add_documents(docs.iter().copied());
+                    Ok::<_, Error>((docs.len() as u64, digest))
                 })
                 .await
                 .unwrap_or_else(|e| Err(task_failed(e)))

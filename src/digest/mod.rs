@@ -4,6 +4,10 @@
 //! 2^256. Addition commutes, so a dump and a restore (which returns documents in another
 //! order) can be compared without sorting, and digests of parts computed in parallel merge
 //! by addition. Identical documents count each time they occur.
+//!
+//! Documents are hashed two at a time where they come in numbers ([`sha256`]).
+
+pub mod sha256;
 
 use sha2::{Digest, Sha256};
 
@@ -24,6 +28,17 @@ impl ContentDigest {
     pub fn add_document(&mut self, raw_bson: &[u8]) {
         let h: [u8; 32] = Sha256::digest(raw_bson).into();
         self.add_hash(&h);
+    }
+
+    /// Add each of `docs` (raw BSON), hashing two at a time: the same sum as
+    /// [`ContentDigest::add_document`] for each, in less time.
+    pub fn add_documents<'a>(&mut self, docs: impl Iterator<Item = &'a [u8]>) {
+        sha256::hash_pairwise(docs, |h| self.add_hash(h));
+    }
+
+    /// Add one document's SHA-256, computed elsewhere.
+    pub(crate) fn add_sha256(&mut self, h: &[u8; 32]) {
+        self.add_hash(h);
     }
 
     /// Add a 256-bit value (big-endian), modulo 2^256.
@@ -76,6 +91,21 @@ mod tests {
         let mut d = c;
         d.add_document(b"threE");
         assert_ne!(a, d, "a changed document must change the digest");
+    }
+
+    #[test]
+    fn documents_added_in_pairs_sum_as_added_one_by_one() {
+        let docs: Vec<Vec<u8>> = (0..257u32)
+            .map(|i| (0..(i * 37 % 1500)).map(|j| (i ^ j) as u8).collect())
+            .collect();
+        let mut one = ContentDigest::new();
+        docs.iter().for_each(|d| one.add_document(d));
+        let mut pairs = ContentDigest::new();
+        pairs.add_documents(docs.iter().map(Vec::as_slice));
+        assert_eq!(pairs, one);
+        let mut missing = ContentDigest::new();
+        missing.add_documents(docs[1..].iter().map(Vec::as_slice));
+        assert_ne!(missing, one);
     }
 
     #[test]
