@@ -7,6 +7,10 @@
 #   BENCH_INDEXES=1 scripts/bench.sh  each collection also gets three secondary indexes (by
 #                                    email, by time, by status and time), built by every restore
 #
+# With compression off the archive is as large as the data, so the disk's direct-write speed
+# (dd, same bytes, same run) is measured too: the slower of it and the raw scan is the
+# physical limit of that case.
+#
 # Data: deterministic app-like documents (200 B to 4 KiB; names, emails, timestamps, enums,
 # small arrays) in three collections sharing BENCH_APP_MIB, plus one collection of
 # BENCH_BIG_MIB. Each case runs BENCH_REPEAT times; the median is reported with wall and CPU
@@ -111,6 +115,12 @@ PY
 for i in $(seq "$REPEAT"); do
   echo "round $i/$REPEAT" >&2
   measure raw_scan "" $SEED "$URI" scan bench
+  # The disk's own write speed for as many bytes as the uncompressed archive (direct I/O,
+  # as the local store writes): with compression off, the slower of this and the raw scan
+  # is the physical limit.
+  rm -f "$WORK/disk_write"
+  measure disk_write "$WORK/disk_write" dd if=/dev/zero of="$WORK/disk_write" bs=8M count=$((BSON / 8388608 + 1)) oflag=direct status=none
+  rm -f "$WORK/disk_write"
   rm -f "$WORK/dump.archive"
   measure mongodump_gzip "$WORK/dump.archive" "$TOOLS/mongodump" --uri "$URI" --db bench --archive="$WORK/dump.archive" --gzip --quiet
   drop bench_mr
@@ -152,6 +162,12 @@ for n, r in ref.items():
             med[n]["wall_ratio"] = round(med[n]["wall_s"] / med[r]["wall_s"], 2)
         else:
             med[n]["throughput_ratio"] = round(med[n]["bson_mib_per_s"] / med[r]["bson_mib_per_s"], 2)
+if all(k in med for k in ("mongokeep_backup_none", "raw_scan", "disk_write")):
+    none = med["mongokeep_backup_none"]
+    read, write = med["raw_scan"]["bson_mib_per_s"], round(med["disk_write"]["bytes_written"] / 1048576 / med["disk_write"]["wall_s"], 1)
+    med["disk_write"]["bson_mib_per_s"] = write
+    none["physical_limit"] = "disk_write" if write < read else "raw_scan"
+    none["ratio_to_physical_limit"] = round(none["bson_mib_per_s"] / min(read, write), 2)
 if "mongokeep_backup" in med and "mongodump_gzip" in med:
     med["mongokeep_backup"]["size_ratio"] = round(med["mongokeep_backup"]["bytes_written"] / med["mongodump_gzip"]["bytes_written"], 3)
 commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -163,6 +179,8 @@ for n, m in med.items():
     extra = f" x {m['compared_to']}" if "compared_to" in m else ""
     if "size_ratio" in m:
         extra += f", archive size x{m['size_ratio']} of mongodump's"
+    if "physical_limit" in m:
+        extra += f"; x{m['ratio_to_physical_limit']} the physical limit ({m['physical_limit']})"
     print(f"{n:24} {m['wall_s']:>8} {m['cpu_s']:>7} {m['peak_rss_mib']:>8} {m['bytes_written']/1048576:>11.1f} {m['bson_mib_per_s']:>10}  {ratio}{extra}", file=sys.stderr)
 print(json.dumps(out, indent=2))
 PY
