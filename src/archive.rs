@@ -199,7 +199,6 @@ impl ArchiveWrite for ChannelSink {
         });
         self.hasher
             .update_beside(runs.iter().map(|r| &r[..]), &mut docs);
-        drop(docs);
         digest.merge(&sum);
         for r in runs {
             self.size += r.len() as u64;

@@ -488,7 +488,6 @@ mod tests {
         let mut got = Vec::new();
         let mut lane = Documents::new(docs.iter().map(Vec::as_slice), |d: &[u8; 32]| got.push(*d));
         h.update_beside(pieces.into_iter(), &mut lane);
-        drop(lane);
         let mut whole = b"prefix".to_vec();
         whole.extend_from_slice(&stream);
         assert_eq!(h.finalize()[..], Sha256::digest(&whole)[..]);
