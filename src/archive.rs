@@ -195,7 +195,7 @@ impl ArchiveWrite for ChannelSink {
     ) -> std::io::Result<()> {
         let mut sum = ContentDigest::new();
         let mut docs = Documents::new(runs.iter().flat_map(|r| Docs(r)), |h: &[u8; 32]| {
-            sum.add_sha256(h)
+            sum.add_hash(h)
         });
         self.hasher
             .update_beside(runs.iter().map(|r| &r[..]), &mut docs);

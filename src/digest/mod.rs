@@ -36,13 +36,8 @@ impl ContentDigest {
         sha256::hash_pairwise(docs, |h| self.add_hash(h));
     }
 
-    /// Add one document's SHA-256, computed elsewhere.
-    pub(crate) fn add_sha256(&mut self, h: &[u8; 32]) {
-        self.add_hash(h);
-    }
-
-    /// Add a 256-bit value (big-endian), modulo 2^256.
-    fn add_hash(&mut self, h: &[u8; 32]) {
+    /// Add a 256-bit value (big-endian), modulo 2^256: one document's SHA-256.
+    pub(crate) fn add_hash(&mut self, h: &[u8; 32]) {
         let mut carry = 0u16;
         for i in (0..32).rev() {
             let s = self.0[i] as u16 + h[i] as u16 + carry;
