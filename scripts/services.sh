@@ -7,7 +7,7 @@
 #   scripts/services.sh start          start a replica set, a standalone mongod and Garage
 #   scripts/services.sh stop           stop what `start` started (by PID, nothing else)
 #   scripts/services.sh env            print the environment the tests read (after start)
-#   scripts/services.sh mongod-start DIR PORT [--replset] [--auth]   one extra mongod (tests, quick start)
+#   scripts/services.sh mongod-start DIR PORT [--replset] [--auth] [--fast-ttl]   one extra mongod (tests, quick start)
 #   scripts/services.sh garage-start DIR S3 RPC ADMIN        one extra Garage (tests that stop it)
 #
 # Cache: $MONGOKEEP_CACHE (default ~/.cache/mongokeep). Runtime state: $MONGOKEEP_RUN
@@ -106,8 +106,8 @@ wait_port() { # port seconds
   return 1
 }
 
-# mongod-start DIR PORT [--replset]: start one mongod, wait until it accepts connections,
-# and initiate a one-node replica set when asked.
+# mongod-start DIR PORT [--replset] [--auth] [--fast-ttl]: start one mongod, wait until it
+# accepts connections, and initiate a one-node replica set when asked.
 cmd_mongod_start() {
   local dir="$1" port="$2" rs="" flag
   shift 2
@@ -119,6 +119,7 @@ cmd_mongod_start() {
     case "$flag" in
       --replset) rs=--replset; args+=(--replSet rs0) ;;
       --auth) args+=(--auth) ;;
+      --fast-ttl) args+=(--setParameter ttlMonitorSleepSecs=1) ;; # TTL deletes within 1 s, not 60
       *) log "mongod-start: unknown flag $flag"; return 2 ;;
     esac
   done

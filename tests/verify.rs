@@ -433,3 +433,208 @@ async fn a_large_collection_read_back_in_id_ranges_has_the_digest_of_one_cursor(
     assert_eq!((n3, d3, one), (n1, d1, 1));
     client.database(&db).drop().await.unwrap();
 }
+
+/// Documents of `db.coll` on `uri`'s server.
+async fn count(client: &mongodb::Client, db: &str, coll: &str) -> u64 {
+    client
+        .database(db)
+        .collection::<Document>(coll)
+        .count_documents(doc! {})
+        .await
+        .unwrap()
+}
+
+/// `expireAfterSeconds` of `db.coll`'s index `name`.
+async fn index_expiry(client: &mongodb::Client, db: &str, coll: &str, name: &str) -> i64 {
+    let mut specs = client
+        .database(db)
+        .collection::<Document>(coll)
+        .list_indexes()
+        .await
+        .unwrap();
+    while let Some(m) = futures::TryStreamExt::try_next(&mut specs).await.unwrap() {
+        if m.options.as_ref().and_then(|o| o.name.as_deref()) == Some(name) {
+            return m.options.unwrap().expire_after.unwrap().as_secs() as i64;
+        }
+    }
+    panic!("no index {name} on {db}.{coll}");
+}
+
+/// `expireAfterSeconds` of the expiring collection `db.name`.
+async fn collection_expiry(client: &mongodb::Client, db: &str, name: &str) -> i64 {
+    let listed = client
+        .database(db)
+        .run_command(doc! { "listCollections": 1, "filter": { "name": name } })
+        .await
+        .unwrap();
+    let options = listed
+        .get_document("cursor")
+        .and_then(|c| c.get_array("firstBatch"))
+        .unwrap()[0]
+        .as_document()
+        .unwrap()
+        .get_document("options")
+        .unwrap()
+        .clone();
+    match options.get("expireAfterSeconds") {
+        Some(mongodb::bson::Bson::Int32(v)) => i64::from(*v),
+        Some(mongodb::bson::Bson::Int64(v)) => *v,
+        other => panic!("expireAfterSeconds of {db}.{name}: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn expired_documents_are_compared_before_the_copy_s_expiry_applies() {
+    // A monthly verify restores documents that expired long ago by their TTL (sessions,
+    // say). The scratch server's TTL monitor deleted them while they were loaded or read
+    // back, and verification reported a mismatch that the backup does not have.
+    let s = common::services();
+    let fast = common::PrivateMongod::start_with(&["--fast-ttl"]);
+    let client = common::client(&s.rs_uri).await;
+    let scratch_client = common::client(&fast.uri).await;
+    let db = common::unique("vttl");
+    let now = mongodb::bson::DateTime::now();
+    let sessions = client.database(&db).collection::<Document>("sessions");
+    sessions
+        .insert_many((0..200_i32).map(|i| doc! { "_id": i, "at": now }))
+        .await
+        .unwrap();
+    // They expire 5 s after `at`: there when the backup reads them, expired by the restore.
+    sessions
+        .create_index(
+            mongodb::IndexModel::builder()
+                .keys(doc! { "at": 1 })
+                .options(
+                    mongodb::options::IndexOptions::builder()
+                        .name("at_1".to_string())
+                        .expire_after(Duration::from_secs(5))
+                        .build(),
+                )
+                .build(),
+        )
+        .await
+        .unwrap();
+    client
+        .database(&db)
+        .run_command(doc! {
+            "create": "readings",
+            "timeseries": { "timeField": "ts", "metaField": "m" },
+            "expireAfterSeconds": 5,
+        })
+        .await
+        .unwrap();
+    client
+        .database(&db)
+        .collection::<Document>("readings")
+        .insert_many((0..100_i32).map(|i| doc! { "ts": now, "m": i % 4, "v": i }))
+        .await
+        .unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    common::mongokeep(cwd.path())
+        .env("MONGODB_URI", &s.rs_uri)
+        .args(["backup", "--db", &db, "--repo", "./repo"])
+        .run()
+        .expect_code(0);
+    let repo = Repository::new(
+        mongokeep::storage::open(
+            cwd.path().join("repo").to_str().unwrap(),
+            &Default::default(),
+        )
+        .await
+        .unwrap(),
+    );
+    let manifest = repo.resolve("latest").await.unwrap();
+    let recorded = |name: &str| {
+        manifest
+            .collections
+            .iter()
+            .find(|e| e.name == name)
+            .unwrap()
+            .count
+    };
+    assert_eq!(recorded("sessions"), 200, "the source expired some already");
+    let buckets = recorded("readings");
+    assert!(buckets >= 4, "{buckets} buckets");
+    let expired_at = std::time::SystemTime::UNIX_EPOCH
+        + Duration::from_millis(now.timestamp_millis() as u64 + 6_000);
+    if let Ok(left) = expired_at.duration_since(std::time::SystemTime::now()) {
+        tokio::time::sleep(left).await;
+    }
+
+    // Restored as verification restores: nothing expires while the copy waits to be
+    // compared (three passes of the scratch server's TTL monitor), ...
+    let scratch = Source::connect(&fast.uri).await.unwrap();
+    let prefix = common::unique("ttl");
+    let copy = mongokeep::verify::scratch_db(&prefix, &db);
+    let opts = RestoreOptions {
+        map: NsMap::new(&[format!("{db}.*")], &[format!("{copy}.*")]).unwrap(),
+        scratch: true,
+        ..Default::default()
+    };
+    let plan = restore::plan(&manifest, &scratch, &opts).await.unwrap();
+    restore::execute(&repo, &scratch, &plan, &opts)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(count(&scratch_client, &copy, "sessions").await, 200);
+    assert_eq!(
+        count(&scratch_client, &copy, "system.buckets.readings").await,
+        buckets
+    );
+    // (A time-series bucket expires an hour after its first measurement at the soonest, so
+    // here the held value itself is what shows.)
+    assert!(collection_expiry(&scratch_client, &copy, "readings").await > 1_000_000_000);
+    assert_eq!(
+        index_expiry(&scratch_client, &copy, "sessions", "at_1").await,
+        i64::from(i32::MAX)
+    );
+    // ... the comparison finds it whole and then applies the recorded expiry, ...
+    let checks = mongokeep::verify::compare(&manifest, &scratch, &prefix, 2)
+        .await
+        .unwrap();
+    assert!(checks.iter().all(|c| c.problems.is_empty()), "{checks:?}");
+    assert_eq!(checks.len(), 2, "{checks:?}");
+    assert_eq!(
+        index_expiry(&scratch_client, &copy, "sessions", "at_1").await,
+        5
+    );
+    assert_eq!(
+        collection_expiry(&scratch_client, &copy, "readings").await,
+        5
+    );
+    // ... which the server then enforces.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(&scratch_client, &copy, "sessions").await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the recorded expiry was not applied"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A restore to use gets the recorded expiry as soon as its documents are counted.
+    let restored = common::unique("ttlr");
+    let opts = RestoreOptions {
+        map: NsMap::new(&[format!("{db}.*")], &[format!("{restored}.*")]).unwrap(),
+        ..Default::default()
+    };
+    let plan = restore::plan(&manifest, &scratch, &opts).await.unwrap();
+    restore::execute(&repo, &scratch, &plan, &opts)
+        .await
+        .unwrap();
+    assert_eq!(
+        index_expiry(&scratch_client, &restored, "sessions", "at_1").await,
+        5
+    );
+    assert_eq!(
+        collection_expiry(&scratch_client, &restored, "readings").await,
+        5
+    );
+
+    // And the command end to end: the expired documents pass verification.
+    let out = common::mongokeep(cwd.path())
+        .args(["verify", "--repo", "./repo", "--scratch", &fast.uri])
+        .run();
+    out.expect_code(0);
+    client.database(&db).drop().await.unwrap();
+}

@@ -138,6 +138,8 @@ impl ObjectWriter {
 #[derive(Default)]
 struct Progress {
     first_read: Option<OpTime>,
+    /// The wall time of the entry at the start position, once read.
+    from_wall: Option<DateTime<Utc>>,
     last_read: Option<OpTime>,
     last_wall: Option<DateTime<Utc>>,
     first: Option<OpTime>,
@@ -145,6 +147,50 @@ struct Progress {
     entries: u64,
     bson_bytes: u64,
     touched: BTreeSet<String>,
+}
+
+/// What to do with an entry the cursor returned.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// At or before a position already read: nothing to store.
+    Skip,
+    /// A new entry up to the stop position: filter it and store what is kept.
+    Take,
+    /// Past the stop position: everything up to it has been read.
+    Done,
+}
+
+impl Progress {
+    /// Account for the entry `h` that the cursor (reading forward from `from`) returned,
+    /// with the stop position as it is now.
+    fn read(&mut self, h: &entry::Head<'_>, from: OpTime, stop: Option<OpTime>) -> Step {
+        if self.first_read.is_none() {
+            self.first_read = Some(h.ts);
+        }
+        if h.ts == from {
+            self.from_wall = h.wall;
+        }
+        if self.last_read.is_some_and(|l| h.ts <= l) || h.ts <= from {
+            return Step::Skip;
+        }
+        if let Some(s) = stop {
+            if h.ts > s {
+                // A forward read returns entries in order, so nothing lies between the
+                // last entry read and this one: the capture holds everything up to `s`.
+                // With nothing read past the start, the point is the start and its wall
+                // time the start entry's (the cursor can return a later writer's entry
+                // after a dump during which nobody wrote).
+                if self.last_read.is_none() {
+                    self.last_wall = self.from_wall;
+                }
+                self.last_read = Some(self.last_read.unwrap_or(from).max(s));
+                return Step::Done;
+            }
+        }
+        self.last_read = Some(h.ts);
+        self.last_wall = h.wall;
+        Step::Take
+    }
 }
 
 /// Capture the oplog from `spec.from` until the position `stop` announces (it may be
@@ -173,7 +219,7 @@ pub async fn capture(
         // Nobody wrote during the dump: the snapshot's point is its start position, whose
         // wall time places wall-clock `--to-time`s within that second (without it, a time
         // in the same second was refused as "before the consistency point").
-        p.last_wall = wall_of(source, spec.from).await;
+        p.last_wall = p.from_wall;
     }
     tracing::info!(key = %spec.key, entries = p.entries, to = %describe(to), "oplog stored");
     Ok(Captured {
@@ -192,26 +238,14 @@ pub async fn capture(
     })
 }
 
-/// The wall time of the oplog entry at `at`, if it is still there and has one.
-async fn wall_of(source: &Source, at: OpTime) -> Option<DateTime<Utc>> {
-    let e = source
-        .client()
-        .database("local")
-        .collection::<Document>("oplog.rs")
-        .find_one(doc! { "ts": to_ts(at) })
-        .projection(doc! { "wall": 1 })
-        .await
-        .ok()??;
-    let w = e.get_datetime("wall").ok()?;
-    chrono::TimeZone::timestamp_millis_opt(&Utc, w.timestamp_millis()).single()
-}
-
-/// Whether everything up to the stop position has been read. Nothing read yet counts as
-/// having read up to the start: a dump during which nobody wrote (stop == start) is complete
-/// at once, instead of waiting for the next entry past it (on an idle replica set, the
-/// primary's periodic no-op, up to 10 s or more away).
+/// Whether everything up to the stop position has been read. Not before the cursor has
+/// returned its first entry: that entry (the one at the start position) proves the oplog
+/// still reached back to the start, and gives the start's wall time. After it, nothing read
+/// past the start counts as having read up to the start: a dump during which nobody wrote
+/// (stop == start) is complete at once, instead of waiting for the next entry past it (on an
+/// idle replica set, the primary's periodic no-op, up to 10 s or more away).
 fn stop_reached(stop: &watch::Receiver<Option<OpTime>>, p: &Progress, from: OpTime) -> bool {
-    matches!(*stop.borrow(), Some(s) if p.last_read.unwrap_or(from) >= s)
+    p.first_read.is_some() && matches!(*stop.borrow(), Some(s) if p.last_read.unwrap_or(from) >= s)
 }
 
 async fn follow(
@@ -278,21 +312,12 @@ async fn follow(
                     continue;
                 };
                 let h = entry::head(e)?;
-                if p.first_read.is_none() {
-                    p.first_read = Some(h.ts);
+                let now = *stop.borrow();
+                match p.read(&h, spec.from, now) {
+                    Step::Skip => continue,
+                    Step::Done => return Ok(()),
+                    Step::Take => {}
                 }
-                if p.last_read.is_some_and(|l| h.ts <= l) || h.ts <= spec.from {
-                    continue;
-                }
-                if let Some(s) = *stop.borrow() {
-                    if h.ts > s {
-                        // Past the stop position: it was read (or never existed); done.
-                        p.last_read = Some(p.last_read.unwrap_or(spec.from).max(s));
-                        return Ok(());
-                    }
-                }
-                p.last_read = Some(h.ts);
-                p.last_wall = h.wall;
                 let bytes = match entry::filter(e, &spec.filter, &mut p.touched)? {
                     Kept::Dropped => continue,
                     Kept::Whole => e.as_bytes().to_vec(),
@@ -317,10 +342,23 @@ async fn follow(
 mod tests {
     use super::*;
 
+    const FROM: OpTime = OpTime { t: 100, i: 5 };
+
+    /// A capture that has read the entry at the start position.
     fn progress(last_read: Option<OpTime>) -> Progress {
         Progress {
+            first_read: Some(FROM),
             last_read,
             ..Progress::default()
+        }
+    }
+
+    fn at(ts: OpTime, wall_ms: i64) -> entry::Head<'static> {
+        entry::Head {
+            ts,
+            wall: chrono::TimeZone::timestamp_millis_opt(&Utc, wall_ms).single(),
+            op: "i",
+            ns: "app.orders",
         }
     }
 
@@ -328,7 +366,7 @@ mod tests {
     fn a_dump_without_writes_is_complete_without_waiting_for_a_later_entry() {
         // Regression: on an idle replica set (stop == start, nothing read) the capture
         // waited for the primary's next no-op, 10-20 s, before finishing a backup.
-        let from = OpTime { t: 100, i: 5 };
+        let from = FROM;
         let (_tx, rx) = watch::channel(Some(from));
         assert!(stop_reached(&rx, &progress(None), from));
         let (_tx, later) = watch::channel(Some(OpTime { t: 100, i: 6 }));
@@ -340,5 +378,59 @@ mod tests {
         ));
         let (_tx, unset) = watch::channel(None);
         assert!(!stop_reached(&unset, &progress(None), from));
+    }
+
+    #[test]
+    fn the_stop_is_not_reached_before_the_start_entry_was_read() {
+        // Finishing before the cursor's first entry left `first_read` empty, and the
+        // snapshot was then said to have lost its start to an oplog roll-over.
+        let (_tx, rx) = watch::channel(Some(FROM));
+        assert!(!stop_reached(&rx, &Progress::default(), FROM));
+        let mut p = Progress::default();
+        assert_eq!(p.read(&at(FROM, 7_000), FROM, Some(FROM)), Step::Skip);
+        assert!(stop_reached(&rx, &p, FROM));
+    }
+
+    #[test]
+    fn a_later_writer_s_entry_after_an_idle_dump_leaves_the_start_s_wall_time() {
+        // Regression: the dump ended (stop == start) while the cursor waited, and the
+        // batch it then returned held only another client's later write. The capture
+        // ended at the start with no wall time, so a wall-clock --to-time in the
+        // snapshot's second was refused.
+        let mut p = Progress::default();
+        assert_eq!(p.read(&at(FROM, 7_000), FROM, None), Step::Skip);
+        assert_eq!(
+            p.read(&at(OpTime { t: 102, i: 1 }, 9_000), FROM, Some(FROM)),
+            Step::Done
+        );
+        assert_eq!(p.last_read, Some(FROM));
+        assert_eq!(p.last_wall, at(FROM, 7_000).wall);
+        assert_eq!(p.first_read, Some(FROM));
+    }
+
+    #[test]
+    fn entries_up_to_the_stop_are_taken_and_the_first_past_it_ends_the_capture() {
+        let mut p = Progress::default();
+        let stop = OpTime { t: 101, i: 2 };
+        assert_eq!(p.read(&at(FROM, 7_000), FROM, None), Step::Skip);
+        assert_eq!(
+            p.read(&at(OpTime { t: 101, i: 1 }, 8_000), FROM, None),
+            Step::Take
+        );
+        // Re-read after the cursor was reopened: not stored twice.
+        assert_eq!(
+            p.read(&at(OpTime { t: 101, i: 1 }, 8_000), FROM, None),
+            Step::Skip
+        );
+        assert_eq!(p.read(&at(stop, 8_500), FROM, Some(stop)), Step::Take);
+        assert_eq!(p.last_wall, at(stop, 8_500).wall);
+        assert_eq!(
+            p.read(&at(OpTime { t: 103, i: 1 }, 9_000), FROM, Some(stop)),
+            Step::Done
+        );
+        assert_eq!(
+            (p.last_read, p.last_wall),
+            (Some(stop), at(stop, 8_500).wall)
+        );
     }
 }

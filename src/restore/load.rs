@@ -10,7 +10,7 @@
 //! The collection is created with its recorded options first, the documents go in as raw
 //! BSON (never decoded), unordered (ordered for capped collections, whose order is their
 //! content) and with document validation bypassed (the data passed it once, or predates the
-//! validator); then the indexes are built and the count is compared with the manifest.
+//! validator); then the count is compared with the manifest and the indexes are built.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -22,8 +22,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    create_with_options, drop_if_planned, to_bson, Action, PlannedItem, Progress, RestoreEvent,
-    RestoredItem,
+    apply_expiry, create_with_options, drop_if_planned, to_bson, Action, PlannedItem, Progress,
+    RestoreEvent, RestoreOptions, RestoredItem, HELD_INDEX_EXPIRY,
 };
 use crate::archive::{self, Codec, Entry};
 use crate::error::root_cause;
@@ -57,10 +57,9 @@ pub(super) async fn restore_collection(
     repo: &Repository,
     target: &Source,
     item: &PlannedItem,
-    workers: usize,
+    opts: &RestoreOptions,
     cancel: &CancellationToken,
     progress: &Progress,
-    events: Option<&mpsc::UnboundedSender<RestoreEvent>>,
 ) -> Result<RestoredItem> {
     let started = Instant::now();
     let e = &item.entry;
@@ -116,7 +115,11 @@ pub(super) async fn restore_collection(
             // inserter ends, whatever the reason.
             let mut part_rx = part_rx;
             let mut in_flight = FuturesUnordered::new();
-            let limit = if ordered { 1 } else { workers.max(1) };
+            let limit = if ordered {
+                1
+            } else {
+                opts.insert_workers.max(1)
+            };
             let mut n = (0u64, 0u64);
             let mut input_done = false;
             while !(input_done && in_flight.is_empty()) {
@@ -175,14 +178,8 @@ pub(super) async fn restore_collection(
             actual: format!("{} documents", loaded.0),
         });
     }
-    if let Some(tx) = events {
-        // Verification reads the documents back while the indexes build.
-        let _ = tx.send(RestoreEvent::Loaded {
-            db: e.db.clone(),
-            name: e.name.clone(),
-        });
-    }
-    let indexes = create_indexes(target, item).await?;
+    // Counted before the indexes are built: once a TTL index is there, the server may
+    // delete expired documents at any moment (as it does after mongorestore).
     let on_server = coll
         .estimated_document_count()
         .await
@@ -193,6 +190,21 @@ pub(super) async fn restore_collection(
             expected: format!("{} documents", e.count),
             actual: format!("{on_server} documents"),
         });
+    }
+    if let Some(tx) = &opts.on_event {
+        // Verification reads the documents back while the indexes build.
+        let _ = tx.send(RestoreEvent::Loaded {
+            db: e.db.clone(),
+            name: e.name.clone(),
+        });
+    }
+    // What this restore created has its expiry held until now; into an existing
+    // collection, indexes are built as recorded (an existing equal index is then no
+    // conflict).
+    let created = item.action != Action::LoadIntoExisting;
+    let indexes = create_indexes(target, item, created).await?;
+    if created && !opts.scratch {
+        apply_expiry(target, &item.target_db, &item.target_name, e).await?;
     }
     tracing::info!(source = %item.source, target = %tns, documents = loaded.0, "collection restored");
     Ok(RestoredItem {
@@ -253,8 +265,9 @@ async fn insert_part(
 }
 
 /// Build every recorded index but `_id` (which `create` made, with the collection's
-/// collation), with every option as recorded.
-async fn create_indexes(target: &Source, item: &PlannedItem) -> Result<u64> {
+/// collation), with every option as recorded, TTL indexes with their expiry held
+/// ([`HELD_INDEX_EXPIRY`]) when `hold`.
+async fn create_indexes(target: &Source, item: &PlannedItem, hold: bool) -> Result<u64> {
     let mut specs = Vec::new();
     for v in &item.entry.indexes {
         let mut spec = to_document(v, &format!("an index of {}", item.source))?;
@@ -264,6 +277,9 @@ async fn create_indexes(target: &Source, item: &PlannedItem) -> Result<u64> {
         // `ns` (servers before 4.4) names the source namespace; createIndexes rejects a
         // different one.
         spec.remove("ns");
+        if hold && spec.contains_key("expireAfterSeconds") {
+            spec.insert("expireAfterSeconds", HELD_INDEX_EXPIRY);
+        }
         specs.push(spec);
     }
     if specs.is_empty() {

@@ -45,6 +45,70 @@ pub struct RestoreOptions {
     /// Told how each collection's restore goes ([`RestoreEvent`]), so that verification can
     /// check what is in place while the rest loads.
     pub on_event: Option<tokio::sync::mpsc::UnboundedSender<RestoreEvent>>,
+    /// A throwaway copy for verification, not a restore to use: the recorded expiry is left
+    /// held ([`HELD_INDEX_EXPIRY`], [`held_collection_expiry`]) for verification to apply
+    /// once it has compared the documents ([`apply_expiry`]).
+    pub scratch: bool,
+}
+
+/// `expireAfterSeconds` of the TTL indexes a restore creates, until their documents are
+/// counted (and, for verification, compared): the most a server takes (68 years), so that
+/// it deletes nothing dated after 1958 meanwhile. The recorded values are applied after
+/// ([`apply_expiry`]).
+pub const HELD_INDEX_EXPIRY: i64 = i32::MAX as i64;
+
+/// [`HELD_INDEX_EXPIRY`] for an expiring collection (time-series, clustered): MongoDB 6.0
+/// takes at most the seconds since the epoch there, and at exactly that deletes every
+/// bucket at its next TTL pass (seen on 6.0.5), so one day less: nothing dated after
+/// 2 January 1970 expires meanwhile.
+pub fn held_collection_expiry() -> i64 {
+    (chrono::Utc::now().timestamp() - 86_400).max(0)
+}
+
+/// Give `db.name`'s expiring collection option and TTL indexes the values `e` recorded
+/// (they were created held at [`HELD_INDEX_EXPIRY`]); `collMod` checks each value as `create`
+/// would have.
+///
+/// # Errors
+/// The server refused a value, or failed.
+pub(crate) async fn apply_expiry(
+    target: &Source,
+    db: &str,
+    name: &str,
+    e: &CollectionEntry,
+) -> Result<()> {
+    let mut mods = Vec::new();
+    if let Some(v) = e.options.get("expireAfterSeconds") {
+        mods.push(
+            doc! { "collMod": name, "expireAfterSeconds": to_bson(v, "expireAfterSeconds")? },
+        );
+    }
+    for spec in &e.indexes {
+        if let (Some(v), Some(index)) = (
+            spec.get("expireAfterSeconds"),
+            spec.get("name").and_then(|n| n.as_str()),
+        ) {
+            mods.push(doc! {
+                "collMod": name,
+                "index": { "name": index, "expireAfterSeconds": to_bson(v, "expireAfterSeconds")? },
+            });
+        }
+    }
+    for cmd in mods {
+        target
+            .client()
+            .database(db)
+            .run_command(cmd)
+            .await
+            .map_err(|err| {
+                classify(
+                    &target.info.uri,
+                    &format!("applying the recorded expiry (expireAfterSeconds) of {db}.{name}"),
+                    err,
+                )
+            })?;
+    }
+    Ok(())
 }
 
 /// What a restore tells its watcher while it runs; collections are named by their source
@@ -68,6 +132,7 @@ impl Default for RestoreOptions {
             insert_workers: 2,
             progress: false,
             on_event: None,
+            scratch: false,
         }
     }
 }
@@ -334,16 +399,8 @@ pub async fn execute(
                 if cancel.is_cancelled() {
                     return Err(Error::Cancelled);
                 }
-                let r = load::restore_collection(
-                    repo,
-                    target,
-                    item,
-                    opts.insert_workers,
-                    &cancel,
-                    &progress,
-                    opts.on_event.as_ref(),
-                )
-                .await;
+                let r =
+                    load::restore_collection(repo, target, item, opts, &cancel, &progress).await;
                 match (&r, &opts.on_event) {
                     (Err(_), _) => cancel.cancel(),
                     (Ok(_), Some(tx)) => {
@@ -412,11 +469,15 @@ pub(crate) async fn drop_if_planned(target: &Source, item: &PlannedItem) -> Resu
     Ok(())
 }
 
-/// `create` with the recorded options (everything `listCollections` reported).
+/// `create` with the recorded options (everything `listCollections` reported), a
+/// collection's own expiry held ([`held_collection_expiry`]).
 pub(crate) async fn create_with_options(target: &Source, item: &PlannedItem) -> Result<()> {
     let mut cmd = doc! { "create": item.target_name.clone() };
     for (k, v) in to_document(&item.entry.options, &item.source)? {
         cmd.insert(k, v);
+    }
+    if cmd.contains_key("expireAfterSeconds") {
+        cmd.insert("expireAfterSeconds", held_collection_expiry());
     }
     target
         .client()

@@ -188,15 +188,42 @@ async fn check_one(
     read: Option<(u64, ContentDigest)>,
 ) -> Result<CollectionCheck> {
     let db = scratch_db(prefix, &e.db);
-    let spec = scratch
-        .list_collections_where(&db, doc! {"name": &e.name})
+    let mut spec = collection_spec(scratch, &db, &e.name).await?;
+    let (mut read, mut refused) = (read, None);
+    if spec.is_some() && e.kind != "view" {
+        if read.is_none() {
+            read = Some(read_back(e, scratch, &db).await?);
+        }
+        // The restore held the copy's expiry off so that nothing was deleted before its
+        // documents were read back (they have been now); the recorded values go on before
+        // the options and indexes are compared.
+        if let Err(err) = crate::restore::apply_expiry(scratch, &db, &e.name, e).await {
+            refused = Some(err);
+        }
+        spec = collection_spec(scratch, &db, &e.name).await?;
+    }
+    let mut c = check_collection(e, scratch, &db, spec.as_ref(), read).await?;
+    if let Some(err) = refused {
+        c.problems.push(format!(
+            "expiry: the recorded expireAfterSeconds was refused: {err}"
+        ));
+    }
+    tracing::info!(collection = %format!("{}.{}", e.db, e.name), problems = c.problems.len(), "collection compared");
+    Ok(c)
+}
+
+/// The type and options `listCollections` gives `db.name`, if it exists.
+async fn collection_spec(
+    scratch: &Source,
+    db: &str,
+    name: &str,
+) -> Result<Option<(String, Document)>> {
+    Ok(scratch
+        .list_collections_where(db, doc! {"name": name})
         .await?
         .into_iter()
         .next()
-        .map(|s| (s.kind, s.options));
-    let c = check_collection(e, scratch, &db, spec.as_ref(), read).await?;
-    tracing::info!(collection = %format!("{}.{}", e.db, e.name), problems = c.problems.len(), "collection compared");
-    Ok(c)
+        .map(|s| (s.kind, s.options)))
 }
 
 async fn check_collection(

@@ -194,6 +194,7 @@ pub(crate) fn scratch_restore_options(
     Ok(RestoreOptions {
         map: NsMap::new(&from, &to)?,
         parallel,
+        scratch: true,
         ..RestoreOptions::default()
     })
 }
