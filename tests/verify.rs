@@ -218,6 +218,26 @@ async fn a_good_snapshot_passes_and_a_flipped_byte_fails_quick_and_full_verifica
     client.database(&db).drop().await.unwrap();
 }
 
+/// Back `db` up from `uri` into `cwd`/repo; that repository and the snapshot's manifest.
+async fn backup_into_repo(
+    cwd: &std::path::Path,
+    uri: &str,
+    db: &str,
+) -> (Repository, mongokeep::manifest::Manifest) {
+    common::mongokeep(cwd)
+        .env("MONGODB_URI", uri)
+        .args(["backup", "--db", db, "--repo", "./repo"])
+        .run()
+        .expect_code(0);
+    let repo = Repository::new(
+        mongokeep::storage::open(cwd.join("repo").to_str().unwrap(), &Default::default())
+            .await
+            .unwrap(),
+    );
+    let manifest = repo.resolve("latest").await.unwrap();
+    (repo, manifest)
+}
+
 #[tokio::test]
 async fn a_deleted_document_and_a_missing_index_are_named_per_collection() {
     // The comparison half of verify, run on a restore that was then damaged.
@@ -226,20 +246,7 @@ async fn a_deleted_document_and_a_missing_index_are_named_per_collection() {
     let client = common::client(&s.rs_uri).await;
     let db = common::unique("vdamage");
     mongokeep::sample::seed_rich(&client, &db).await.unwrap();
-    common::mongokeep(cwd.path())
-        .env("MONGODB_URI", &s.rs_uri)
-        .args(["backup", "--db", &db, "--repo", "./repo"])
-        .run()
-        .expect_code(0);
-    let repo = Repository::new(
-        mongokeep::storage::open(
-            cwd.path().join("repo").to_str().unwrap(),
-            &Default::default(),
-        )
-        .await
-        .unwrap(),
-    );
-    let manifest = repo.resolve("latest").await.unwrap();
+    let (repo, manifest) = backup_into_repo(cwd.path(), &s.rs_uri, &db).await;
     let scratch = Source::connect(&s.standalone_uri).await.unwrap();
     let prefix = common::unique("dmg");
     let target = mongokeep::verify::scratch_db(&prefix, &db);
@@ -530,20 +537,7 @@ async fn expired_documents_are_compared_before_the_copy_s_expiry_applies() {
         .await
         .unwrap();
     let cwd = tempfile::tempdir().unwrap();
-    common::mongokeep(cwd.path())
-        .env("MONGODB_URI", &s.rs_uri)
-        .args(["backup", "--db", &db, "--repo", "./repo"])
-        .run()
-        .expect_code(0);
-    let repo = Repository::new(
-        mongokeep::storage::open(
-            cwd.path().join("repo").to_str().unwrap(),
-            &Default::default(),
-        )
-        .await
-        .unwrap(),
-    );
-    let manifest = repo.resolve("latest").await.unwrap();
+    let (repo, manifest) = backup_into_repo(cwd.path(), &s.rs_uri, &db).await;
     let recorded = |name: &str| {
         manifest
             .collections
