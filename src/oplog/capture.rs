@@ -177,12 +177,6 @@ impl Progress {
             if h.ts > s {
                 // A forward read returns entries in order, so nothing lies between the
                 // last entry read and this one: the capture holds everything up to `s`.
-                // With nothing read past the start, the point is the start and its wall
-                // time the start entry's (the cursor can return a later writer's entry
-                // after a dump during which nobody wrote).
-                if self.last_read.is_none() {
-                    self.last_wall = self.from_wall;
-                }
                 self.last_read = Some(self.last_read.unwrap_or(from).max(s));
                 return Step::Done;
             }
@@ -190,6 +184,15 @@ impl Progress {
         self.last_read = Some(h.ts);
         self.last_wall = h.wall;
         Step::Take
+    }
+
+    /// The wall time of the capture's end: the last entry taken's, or with none taken (a
+    /// dump during which nobody wrote, even when the cursor then returned a later writer's
+    /// entry) the start entry's. It places wall-clock `--to-time`s within the end's second
+    /// (without it, a time in the same second was refused as "before the consistency
+    /// point").
+    fn to_wall(&self) -> Option<DateTime<Utc>> {
+        self.last_wall.or(self.from_wall)
     }
 }
 
@@ -215,19 +218,13 @@ pub async fn capture(
     }
     let object = writer.finish(repo).await?;
     let to = p.last_read.unwrap_or(spec.from);
-    if p.last_read.is_none() {
-        // Nobody wrote during the dump: the snapshot's point is its start position, whose
-        // wall time places wall-clock `--to-time`s within that second (without it, a time
-        // in the same second was refused as "before the consistency point").
-        p.last_wall = p.from_wall;
-    }
     tracing::info!(key = %spec.key, entries = p.entries, to = %describe(to), "oplog stored");
     Ok(Captured {
         record: OplogRecord {
             object,
             from: spec.from,
             to,
-            to_wall: p.last_wall,
+            to_wall: p.to_wall(),
             first: p.first,
             last: p.last,
             entries: p.entries,
@@ -404,7 +401,7 @@ mod tests {
             Step::Done
         );
         assert_eq!(p.last_read, Some(FROM));
-        assert_eq!(p.last_wall, at(FROM, 7_000).wall);
+        assert_eq!(p.to_wall(), at(FROM, 7_000).wall);
         assert_eq!(p.first_read, Some(FROM));
     }
 

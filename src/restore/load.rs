@@ -65,7 +65,9 @@ pub(super) async fn restore_collection(
     let e = &item.entry;
     let tns = format!("{}.{}", item.target_db, item.target_name);
     drop_if_planned(target, item).await?;
-    if item.action != Action::LoadIntoExisting {
+    // What this restore creates has its expiry held until the documents are counted.
+    let created = item.action != Action::LoadIntoExisting;
+    if created {
         create_with_options(target, item).await?;
     }
     // Time-series documents are their buckets, stored from and loaded into the buckets
@@ -201,7 +203,6 @@ pub(super) async fn restore_collection(
     // What this restore created has its expiry held until now; into an existing
     // collection, indexes are built as recorded (an existing equal index is then no
     // conflict).
-    let created = item.action != Action::LoadIntoExisting;
     let indexes = create_indexes(target, item, created).await?;
     if created && !opts.scratch {
         apply_expiry(target, &item.target_db, &item.target_name, e).await?;

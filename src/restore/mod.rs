@@ -67,7 +67,7 @@ pub fn held_collection_expiry() -> i64 {
 
 /// Give `db.name`'s expiring collection option and TTL indexes the values `e` recorded
 /// (they were created held at [`HELD_INDEX_EXPIRY`]); `collMod` checks each value as `create`
-/// would have.
+/// would have. Returns whether `e` recorded any expiry (and so anything was changed).
 ///
 /// # Errors
 /// The server refused a value, or failed.
@@ -76,7 +76,7 @@ pub(crate) async fn apply_expiry(
     db: &str,
     name: &str,
     e: &CollectionEntry,
-) -> Result<()> {
+) -> Result<bool> {
     let mut mods = Vec::new();
     if let Some(v) = e.options.get("expireAfterSeconds") {
         mods.push(
@@ -94,6 +94,7 @@ pub(crate) async fn apply_expiry(
             });
         }
     }
+    let changed = !mods.is_empty();
     for cmd in mods {
         target
             .client()
@@ -108,7 +109,7 @@ pub(crate) async fn apply_expiry(
                 )
             })?;
     }
-    Ok(())
+    Ok(changed)
 }
 
 /// What a restore tells its watcher while it runs; collections are named by their source

@@ -320,8 +320,9 @@ impl Storage for LocalStore {
     }
 }
 
-/// Block size for `O_DIRECT` writes (offsets, lengths and memory aligned to it).
-const DIRECT_ALIGN: usize = 4096;
+/// Block size for `O_DIRECT` writes: the alignment streamed upload parts are given, so
+/// that they are written where they are.
+const DIRECT_ALIGN: usize = super::upload::PART_ALIGN;
 
 #[cfg(target_os = "linux")]
 fn open_direct(path: &Path) -> Option<std::fs::File> {

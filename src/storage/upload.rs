@@ -205,9 +205,10 @@ impl StreamUpload {
     }
 }
 
-/// Parts start on a 4 KiB boundary, so that a store writing with `O_DIRECT` (the local
-/// one) can write them where they are instead of copying each into an aligned buffer.
-const PART_ALIGN: usize = 4096;
+/// Block size for `O_DIRECT` writes (offsets, lengths and memory aligned to it). Parts
+/// start on such a boundary, so that a store writing with `O_DIRECT` (the local one) can
+/// write them where they are instead of copying each into an aligned buffer.
+pub(crate) const PART_ALIGN: usize = 4096;
 
 /// An empty part buffer of `capacity` bytes whose first byte is 4 KiB-aligned.
 fn aligned_part(capacity: usize) -> BytesMut {
