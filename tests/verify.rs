@@ -400,7 +400,7 @@ async fn unreachable_or_occupied_scratch_is_refused_and_an_interrupted_verify_cl
 }
 
 #[tokio::test]
-async fn a_large_collection_read_back_in_id_ranges_has_the_digest_of_one_cursor() {
+async fn a_large_collection_read_back_in_id_or_record_ranges_has_the_digest_of_one_cursor() {
     // _ids of several types: index bounds (min/max), not $gte/$lt, keep every one of them.
     let s = common::services();
     let client = common::client(&s.standalone_uri).await;
@@ -438,6 +438,32 @@ async fn a_large_collection_read_back_in_id_ranges_has_the_digest_of_one_cursor(
         .await
         .unwrap();
     assert_eq!((n3, d3, one), (n1, d1, 1));
+    // Parts of the natural order, from record ids: the same documents, each once.
+    let by_records = mongokeep::verify::digest_in_record_ranges(&server, &db, "mixed", 3000, 7)
+        .await
+        .unwrap();
+    assert_eq!(
+        by_records,
+        Some((n1, d1, 7)),
+        "record ranges lost or repeated documents"
+    );
+    // Record ids that are not 1 to the count: not read that way (the caller reads _id
+    // ranges), whether the count is off or an id is missing from the run.
+    let off = mongokeep::verify::digest_in_record_ranges(&server, &db, "mixed", 2999, 7)
+        .await
+        .unwrap();
+    assert_eq!(
+        off, None,
+        "a count that is not the server's was read by record ids"
+    );
+    coll.delete_one(doc! {"i": 1000i64}).await.unwrap();
+    let gap = mongokeep::verify::digest_in_record_ranges(&server, &db, "mixed", 2999, 7)
+        .await
+        .unwrap();
+    assert_eq!(
+        gap, None,
+        "record ids with a gap were read as if they tiled"
+    );
     client.database(&db).drop().await.unwrap();
 }
 

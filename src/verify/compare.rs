@@ -168,14 +168,26 @@ async fn read_back(
     db: &str,
 ) -> Result<(u64, ContentDigest)> {
     let stored = e.stored_from.clone().unwrap_or_else(|| e.name.clone());
-    let (count, digest, _) = digest_in_ranges(
-        scratch,
-        db,
-        &stored,
-        e.bson_bytes,
-        crate::source::range_bytes(),
-    )
-    .await?;
+    let range_bytes = crate::source::range_bytes();
+    // A plain collection just loaded has record ids 1 to its count: it is read in parts of
+    // its natural order (a collection scan from a record id), cheaper for the server than
+    // `_id` ranges (an index lookup per document, in `_id` order, not the order on disk).
+    let plain = e.kind == "collection" && e.options.get("clusteredIndex").is_none();
+    if plain && e.bson_bytes > 2 * range_bytes {
+        let parts = e.bson_bytes.div_ceil(range_bytes) as usize;
+        match digest_in_record_ranges(scratch, db, &stored, e.count, parts).await {
+            Ok(Some((count, digest, n))) => {
+                tracing::debug!(ns = %format!("{db}.{stored}"), ranges = n, "read back in record ranges");
+                return Ok((count, digest));
+            }
+            Ok(None) => {}
+            Err(err) => {
+                tracing::debug!(ns = %format!("{db}.{stored}"), error = %err, "record ranges failed; reading _id ranges");
+            }
+        }
+    }
+    let (count, digest, _) =
+        digest_in_ranges(scratch, db, &stored, e.bson_bytes, range_bytes).await?;
     Ok((count, digest))
 }
 
@@ -361,6 +373,61 @@ pub async fn digest_in_ranges(
     Ok((total.0, total.1, count))
 }
 
+/// [`digest_of`] for a collection whose record ids should run from 1 to `count` (one just
+/// loaded into a fresh collection): `parts` ranges of its natural order
+/// ([`crate::source::RecordRange`]), one reader per core, each summing its own digest.
+/// `Ok(None)` when the record ids are not that run (checked before reading, by two cheap
+/// commands, and after, by the ranges tiling the collection: each ended on the record id
+/// the next started after), so that no document is missed or read twice; the caller then
+/// reads `_id` ranges.
+///
+/// # Errors
+/// The server failed or refused a range.
+pub async fn digest_in_record_ranges(
+    server: &Source,
+    db: &str,
+    coll: &str,
+    count: u64,
+    parts: usize,
+) -> Result<Option<(u64, ContentDigest, usize)>> {
+    use crate::source::RecordRange;
+    if !server.records_dense(db, coll, count).await {
+        tracing::debug!(ns = %format!("{db}.{coll}"), "record ids are not 1 to the count; reading _id ranges");
+        return Ok(None);
+    }
+    let ranges = RecordRange::split(count, parts);
+    let n = ranges.len();
+    let readers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 8);
+    let read = crate::source::for_each_range(ranges, readers, |range| {
+        let (server, db, coll) = (server.clone(), db.to_string(), coll.to_string());
+        async move {
+            let (db_, coll_) = (db.clone(), coll.clone());
+            let (sum, last) = digest_read(&db, &coll, move |tx, cancel| async move {
+                server
+                    .record_batches(&db_, &coll_, range, tx, &cancel)
+                    .await
+            })
+            .await?;
+            Ok((range, last, sum))
+        }
+    })
+    .await?;
+    let ends: Vec<_> = read.iter().map(|(r, last, _)| (*r, *last)).collect();
+    if !RecordRange::tile(&ends) {
+        tracing::debug!(ns = %format!("{db}.{coll}"), "record ranges do not tile; reading _id ranges");
+        return Ok(None);
+    }
+    let mut total = (0u64, ContentDigest::new());
+    for (_, _, (c, d)) in read {
+        total.0 += c;
+        total.1.merge(&d);
+    }
+    Ok(Some((total.0, total.1, n)))
+}
+
 /// Count and content digest of a collection, read as raw BSON through one cursor.
 ///
 /// # Errors
@@ -375,21 +442,35 @@ async fn digest_range(
     coll: &str,
     range: &crate::source::IdRange,
 ) -> Result<(u64, ContentDigest)> {
+    let (server, db_, coll_, range) = (
+        server.clone(),
+        db.to_string(),
+        coll.to_string(),
+        range.clone(),
+    );
+    let (sum, ()) = digest_read(db, coll, move |tx, cancel| async move {
+        server
+            .range_batches(&db_, &coll_, &range, tx, &cancel)
+            .await
+    })
+    .await?;
+    Ok(sum)
+}
+
+/// Count and digest of the batches that `read` sends (given the sender and a token that
+/// tells it to stop), with what `read` returned.
+async fn digest_read<R, F, Fut>(db: &str, coll: &str, read: F) -> Result<((u64, ContentDigest), R)>
+where
+    F: FnOnce(mpsc::Sender<crate::source::RawBatch>, CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = Result<R>> + Send + 'static,
+    R: Send + 'static,
+{
     // The reader is a task of its own, so that it takes the server's next batch off the
     // socket while this one is hashed (in the same task, the server stalls on a full socket
     // buffer until the hashing ends); batches are hashed in place (no copy), two at once.
     let (tx, rx) = mpsc::channel::<crate::source::RawBatch>(2);
     let cancel = CancellationToken::new();
-    let reader = {
-        let (server, db, coll, range, cancel) = (
-            server.clone(),
-            db.to_string(),
-            coll.to_string(),
-            range.clone(),
-            cancel.clone(),
-        );
-        tokio::spawn(async move { server.range_batches(&db, &coll, &range, tx, &cancel).await })
-    };
+    let reader = tokio::spawn(read(tx, cancel.clone()));
     let mut rx = rx;
     let sums = futures::stream::poll_fn(|cx| rx.poll_recv(cx))
         .map(|batch| {
@@ -421,7 +502,7 @@ async fn digest_range(
     let read = reader.await.unwrap_or_else(|e| Err(task_failed(e)));
     match (sums, read) {
         (Err(e), _) | (Ok(_), Err(e)) => Err(e),
-        (Ok(s), Ok(())) => Ok(s),
+        (Ok(s), Ok(r)) => Ok((s, r)),
     }
 }
 

@@ -22,7 +22,9 @@ use mongodb::bson::Document;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-pub use compare::{compare, digest_in_ranges, digest_of, source_drift, RANGE_BYTES};
+pub use compare::{
+    compare, digest_in_ranges, digest_in_record_ranges, digest_of, source_drift, RANGE_BYTES,
+};
 pub use report::{CollectionCheck, Drift, VerifyReport};
 pub use to_time::verify_to_time;
 
