@@ -151,6 +151,7 @@ for n, v in rows.items():
         "peak_rss_mib": round(statistics.median(x[2] for x in v) / 1024, 1),
         "bytes_written": int(statistics.median(x[3] for x in v)),
         "runs": len(v),
+        "wall_s_each": [x[0] for x in v],
     }
     med[n]["bson_mib_per_s"] = round(bson / 1048576 / med[n]["wall_s"], 1)
 ref = {"mongokeep_backup": "mongodump_gzip", "mongokeep_backup_none": "raw_scan", "mongokeep_backup_s3": "mongodump_gzip",
@@ -160,6 +161,8 @@ for n, r in ref.items():
         med[n]["compared_to"] = r
         if n == "mongokeep_verify":
             med[n]["wall_ratio"] = round(med[n]["wall_s"] / med[r]["wall_s"], 2)
+            # Round by round (verify runs right after the restore of the same round).
+            med[n]["wall_ratio_each"] = [round(a[0] / b[0], 2) for a, b in zip(rows[n], rows[r])]
         else:
             med[n]["throughput_ratio"] = round(med[n]["bson_mib_per_s"] / med[r]["bson_mib_per_s"], 2)
 if all(k in med for k in ("mongokeep_backup_none", "raw_scan", "disk_write")):
