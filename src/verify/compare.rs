@@ -356,21 +356,32 @@ pub async fn digest_in_ranges(
     }
     let ranges = crate::source::IdRange::between(splits);
     let count = ranges.len();
-    let readers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(2, 8);
+    let readers = readers();
     let parts = crate::source::for_each_range(ranges, readers, |range| {
         let (server, db, coll) = (server.clone(), db.to_string(), coll.to_string());
         async move { digest_range(&server, &db, &coll, &range).await }
     })
     .await?;
+    let (n, d) = sum(parts);
+    Ok((n, d, count))
+}
+
+/// Readers of a collection's ranges at once: one per core, 2 to 8.
+fn readers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 8)
+}
+
+/// The count and digest of a collection from those of its ranges.
+fn sum(parts: impl IntoIterator<Item = (u64, ContentDigest)>) -> (u64, ContentDigest) {
     let mut total = (0u64, ContentDigest::new());
     for (n, d) in parts {
         total.0 += n;
         total.1.merge(&d);
     }
-    Ok((total.0, total.1, count))
+    total
 }
 
 /// [`digest_of`] for a collection whose record ids should run from 1 to `count` (one just
@@ -397,10 +408,7 @@ pub async fn digest_in_record_ranges(
     }
     let ranges = RecordRange::split(count, parts);
     let n = ranges.len();
-    let readers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(2, 8);
+    let readers = readers();
     let read = crate::source::for_each_range(ranges, readers, |range| {
         let (server, db, coll) = (server.clone(), db.to_string(), coll.to_string());
         async move {
@@ -420,12 +428,8 @@ pub async fn digest_in_record_ranges(
         tracing::debug!(ns = %format!("{db}.{coll}"), "record ranges do not tile; reading _id ranges");
         return Ok(None);
     }
-    let mut total = (0u64, ContentDigest::new());
-    for (_, _, (c, d)) in read {
-        total.0 += c;
-        total.1.merge(&d);
-    }
-    Ok(Some((total.0, total.1, n)))
+    let (count, digest) = sum(read.into_iter().map(|(_, _, s)| s));
+    Ok(Some((count, digest, n)))
 }
 
 /// Count and content digest of a collection, read as raw BSON through one cursor.
