@@ -101,6 +101,24 @@ impl RecordRange {
         out
     }
 
+    /// The `find` command that reads this range of `coll`, asking for the record id the
+    /// server stopped at.
+    fn find(&self, coll: &str) -> Document {
+        let mut cmd = doc! {
+            "find": coll,
+            "filter": {},
+            "hint": {"$natural": 1},
+            "$_requestResumeToken": true,
+        };
+        if self.after > 0 {
+            cmd.insert("$_resumeAfter", doc! {"$recordId": self.after});
+        }
+        if let Some(limit) = self.limit {
+            cmd.insert("limit", limit);
+        }
+        cmd
+    }
+
     /// Whether ranges that were read tile the collection, each given with the last record
     /// id it read: the first starts at the first record, the last runs to the end, and
     /// each one ended on the record id the next one starts after (a range reads every
@@ -448,10 +466,27 @@ impl Source {
         cancel: &CancellationToken,
     ) -> Result<()> {
         let mut cursor = self.range_cursor(db, coll, range, cancel).await?;
-        while let Some(batch) = self.next_batch(&mut cursor, db, coll, cancel).await? {
+        self.send_batches(&mut cursor, db, coll, &tx, cancel)
+            .await
+            .map(drop)
+    }
+
+    /// Send every batch of `cursor` on `tx`; returns the record id of the last batch's
+    /// `postBatchResumeToken`, when the cursor was asked for one.
+    async fn send_batches(
+        &self,
+        cursor: &mut RawBatchCursor,
+        db: &str,
+        coll: &str,
+        tx: &mpsc::Sender<RawBatch>,
+        cancel: &CancellationToken,
+    ) -> Result<Option<i64>> {
+        let mut last = None;
+        while let Some(batch) = self.next_batch(cursor, db, coll, cancel).await? {
+            last = resume_record_id(batch.as_raw_document()).or(last);
             tx.send(batch).await.map_err(|_| Error::Cancelled)?;
         }
-        Ok(())
+        Ok(last)
     }
 
     /// Stream the raw batches of one [`RecordRange`] of `db.coll` into `tx`; returns the
@@ -469,38 +504,19 @@ impl Source {
         tx: mpsc::Sender<RawBatch>,
         cancel: &CancellationToken,
     ) -> Result<Option<i64>> {
-        let mut cmd = doc! {
-            "find": coll,
-            "filter": {},
-            "hint": {"$natural": 1},
-            "$_requestResumeToken": true,
-        };
-        if range.after > 0 {
-            cmd.insert("$_resumeAfter", doc! {"$recordId": range.after});
-        }
-        if let Some(limit) = range.limit {
-            cmd.insert("limit", limit);
-        }
         let database = self.client.database(db);
         let mut cursor = tokio::select! {
-            r = database.run_cursor_command(cmd).batch() => r.map_err(|e| self.err(format!("reading {db}.{coll}"), e))?,
+            r = database.run_cursor_command(range.find(coll)).batch() => r.map_err(|e| self.err(format!("reading {db}.{coll}"), e))?,
             _ = cancel.cancelled() => return Err(Error::Cancelled),
         };
-        let mut last = None;
-        while let Some(batch) = self.next_batch(&mut cursor, db, coll, cancel).await? {
-            if let Some(id) = resume_record_id(batch.as_raw_document()) {
-                last = Some(id);
-            }
-            tx.send(batch).await.map_err(|_| Error::Cancelled)?;
-        }
-        Ok(last)
+        self.send_batches(&mut cursor, db, coll, &tx, cancel).await
     }
 
     /// Whether `db.coll`'s record ids look like those of a copy just loaded: `count`
     /// records (the server's own count) and record id `count` the last. Two cheap
     /// commands; `false` when the server refuses either.
     pub async fn records_dense(&self, db: &str, coll: &str, count: u64) -> bool {
-        let Ok(count) = i64::try_from(count) else {
+        let Ok(last @ 1..) = i64::try_from(count) else {
             return false;
         };
         let database = self.client.database(db);
@@ -508,18 +524,17 @@ impl Source {
             .collection::<Document>(coll)
             .estimated_document_count()
             .await;
-        if !matches!(estimated, Ok(n) if n as i64 == count) || count == 0 {
+        if !matches!(estimated, Ok(n) if n == count) {
             return false;
         }
-        let probe = doc! {
-            "find": coll,
-            "filter": {},
-            "hint": {"$natural": 1},
-            "$_requestResumeToken": true,
-            "$_resumeAfter": {"$recordId": count},
-            "limit": 1i64,
-            "singleBatch": true,
-        };
+        // Nothing after record id `count` (and the server refuses a record id that
+        // does not exist).
+        let mut probe = RecordRange {
+            after: last,
+            limit: Some(1),
+        }
+        .find(coll);
+        probe.insert("singleBatch", true);
         match database.run_command(probe).await {
             Ok(reply) => reply
                 .get_document("cursor")
