@@ -89,7 +89,7 @@ pub async fn list(repo: &Repository, since: Option<DateTime<Utc>>) -> Result<Vec
         .into_iter()
         .map(|o| o.key)
         .filter(|k| {
-            k.ends_with(".json") && floor.as_ref().map_or(true, |f| k.as_str() >= f.as_str())
+            k.ends_with(".json") && floor.as_ref().is_none_or(|f| k.as_str() >= f.as_str())
         })
         .collect();
     let bodies: Vec<Result<Option<bytes::Bytes>>> = futures::stream::iter(keys)
@@ -101,7 +101,7 @@ pub async fn list(repo: &Repository, since: Option<DateTime<Utc>>) -> Result<Vec
     for b in bodies {
         if let Some(b) = b? {
             match serde_json::from_slice::<JournalEntry>(&b) {
-                Ok(e) if since.map_or(true, |s| e.time >= s) => out.push(e),
+                Ok(e) if since.is_none_or(|s| e.time >= s) => out.push(e),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "skipping an unreadable journal entry"),
             }

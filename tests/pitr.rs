@@ -138,7 +138,7 @@ async fn writer(
             .await
             .unwrap();
         times.push(s.operation_time().unwrap());
-        if i % 25 == 0 {
+        if i.is_multiple_of(25) {
             s.start_transaction().await.unwrap();
             colls[0]
                 .update_one(

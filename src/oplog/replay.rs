@@ -198,7 +198,7 @@ impl<'a> Replayer<'a> {
     /// Record that the target reflects the oplog up to `point` (a snapshot's consistency
     /// point), so that later entries up to it are skipped.
     pub fn mark_applied(&mut self, point: OpTime) {
-        if self.stats.applied_to.map_or(true, |a| a < point) {
+        if self.stats.applied_to.is_none_or(|a| a < point) {
             self.stats.applied_to = Some(point);
             self.stats.applied_to_wall = None;
         }

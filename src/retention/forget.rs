@@ -152,7 +152,7 @@ impl Selector {
     fn live(&self, t: DateTime<Utc>) -> bool {
         match (self.budget, self.window_start) {
             (Some(b), _) => b > 0 || b == -1,
-            (None, Some(start)) => start.map_or(true, |s| t > s),
+            (None, Some(start)) => start.is_none_or(|s| t > s),
             (None, None) => false,
         }
     }
@@ -260,7 +260,7 @@ pub fn evaluate(
             }
         }
         if let (Some(span), Some(start)) = (rules.within, within_start) {
-            if start.map_or(true, |s| c.time > s) {
+            if start.is_none_or(|s| c.time > s) {
                 reasons.push(Reason::Within(span));
             }
         }
