@@ -5,7 +5,7 @@
 //! order) can be compared without sorting, and digests of parts computed in parallel merge
 //! by addition. Identical documents count each time they occur.
 //!
-//! Documents are hashed two at a time where they come in numbers ([`sha256`]).
+//! Documents are hashed several at a time where they come in numbers ([`sha256`]).
 
 pub mod sha256;
 
@@ -30,10 +30,10 @@ impl ContentDigest {
         self.add_hash(&h);
     }
 
-    /// Add each of `docs` (raw BSON), hashing two at a time: the same sum as
-    /// [`ContentDigest::add_document`] for each, in less time.
+    /// Add each of `docs` (raw BSON), hashing several at a time ([`sha256::hash_each`]): the
+    /// same sum as [`ContentDigest::add_document`] for each, in less time.
     pub fn add_documents<'a>(&mut self, docs: impl Iterator<Item = &'a [u8]>) {
-        sha256::hash_pairwise(docs, |h| self.add_hash(h));
+        sha256::hash_each(docs, |h| self.add_hash(h));
     }
 
     /// Add a 256-bit value (big-endian), modulo 2^256: one document's SHA-256.
@@ -89,7 +89,7 @@ mod tests {
     }
 
     #[test]
-    fn documents_added_in_pairs_sum_as_added_one_by_one() {
+    fn documents_added_together_sum_as_added_one_by_one() {
         let docs: Vec<Vec<u8>> = (0..257u32)
             .map(|i| (0..(i * 37 % 1500)).map(|j| (i ^ j) as u8).collect())
             .collect();

@@ -105,7 +105,7 @@ fn pad(rest: &[u8], total_len: u64, tail: &mut [u8; 128]) -> usize {
 }
 
 /// A lane of whole messages, each hashed on its own; `out` receives each digest in order.
-pub(crate) struct Documents<'a, I, F> {
+pub struct Documents<'a, I, F> {
     docs: I,
     out: F,
     state: [u32; 8],
@@ -118,7 +118,7 @@ pub(crate) struct Documents<'a, I, F> {
 }
 
 impl<'a, I: Iterator<Item = &'a [u8]>, F: FnMut(&[u8; 32])> Documents<'a, I, F> {
-    pub(crate) fn new(docs: I, out: F) -> Self {
+    pub fn new(docs: I, out: F) -> Self {
         Self {
             docs,
             out,
@@ -189,6 +189,26 @@ pub fn hash_pairwise<'a>(msgs: impl Iterator<Item = &'a [u8]>, mut out: impl FnM
     drive(&mut a, &mut b);
 }
 
+/// SHA-256 of each message, as many at a time as this CPU does best: sixteen on AVX-512
+/// ([`sixteen_lanes`]), else two ([`hash_pairwise`]); `out` gets each digest, in no
+/// particular order.
+pub fn hash_each<'a>(msgs: impl Iterator<Item = &'a [u8]>, out: impl FnMut(&[u8; 32])) {
+    #[cfg(target_arch = "x86_64")]
+    if mb16::available() {
+        return mb16::hash(msgs, out);
+    }
+    hash_pairwise(msgs, out)
+}
+
+/// Whether [`hash_each`] runs sixteen messages at a time: the CPU has AVX-512F and BW, and
+/// `MONGOKEEP_SHA256_LANES=2` (two at a time, as without AVX-512) is not set.
+pub fn sixteen_lanes() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return mb16::available();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// A streaming SHA-256 hasher.
 #[derive(Clone)]
 pub struct Sha256Stream {
@@ -222,7 +242,7 @@ impl Sha256Stream {
 
     /// Hash `pieces` (in order, as one input) while `docs` hashes its own messages in the
     /// other lane.
-    pub(crate) fn update_beside<'a, 'b, I, F>(
+    pub fn update_beside<'a, 'b, I, F>(
         &mut self,
         pieces: impl Iterator<Item = &'b [u8]>,
         docs: &mut Documents<'a, I, F>,
@@ -302,7 +322,7 @@ mod shani {
     use std::arch::x86_64::*;
 
     /// SHA-256's round constants.
-    const K: [u32; 64] = [
+    pub(super) const K: [u32; 64] = [
         0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
         0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
         0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
@@ -413,6 +433,265 @@ mod shani {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod mb16 {
+    //! Sixteen messages at a time on AVX-512: each 32-bit word of SHA-256's state and message
+    //! schedule is a vector of sixteen lanes, one message per lane (the "multi-buffer" method
+    //! of Intel's isa-l_crypto). The SHA extensions run one message's chain of rounds (two, in
+    //! [`super::hash_pairwise`]); here the rounds of sixteen independent messages fill the
+    //! vector units. A lane whose message ends takes the next one; when the input runs out,
+    //! the last few messages are finished two at a time.
+    use super::{digest_of, drive, drive1, pad, Documents, H0};
+    use std::arch::x86_64::*;
+    use std::cell::RefCell;
+
+    /// Fewer lanes busy than this once the input has run out: finish them in pairs.
+    const FINISH_BELOW: usize = 5;
+
+    /// AVX-512F and BW are there, and `MONGOKEEP_SHA256_LANES` does not say `2`.
+    pub(super) fn available() -> bool {
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *ON.get_or_init(|| {
+            cpu_has() && std::env::var("MONGOKEEP_SHA256_LANES").map_or(true, |v| v.trim() != "2")
+        })
+    }
+
+    pub(super) fn cpu_has() -> bool {
+        std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw")
+    }
+
+    /// The chaining states of the sixteen lanes, word by word: `0[k][i]` is word `k` of lane `i`.
+    #[repr(C, align(64))]
+    struct States([[u32; 16]; 8]);
+
+    /// One lane's message: whole blocks not yet compressed, then its padded tail.
+    struct Msg<'a> {
+        body: &'a [u8],
+        tail: [u8; 128],
+        tail_len: usize,
+        tail_pos: usize,
+        busy: bool,
+    }
+
+    impl<'a> Msg<'a> {
+        /// The current run of blocks: a pointer and how many.
+        fn run(&self) -> (*const u8, usize) {
+            if !self.body.is_empty() {
+                (self.body.as_ptr(), self.body.len() / 64)
+            } else {
+                (
+                    self.tail[self.tail_pos..].as_ptr(),
+                    (self.tail_len - self.tail_pos) / 64,
+                )
+            }
+        }
+
+        /// `n` blocks of the current run were compressed; true when the message is done.
+        fn advance(&mut self, n: usize) -> bool {
+            if !self.body.is_empty() {
+                self.body = &self.body[n * 64..];
+            } else {
+                self.tail_pos += n * 64;
+            }
+            self.body.is_empty() && self.tail_pos == self.tail_len
+        }
+    }
+
+    pub(super) fn hash<'a>(
+        mut msgs: impl Iterator<Item = &'a [u8]>,
+        mut out: impl FnMut(&[u8; 32]),
+    ) {
+        assert!(cpu_has());
+        let mut st = States([[0; 16]; 8]);
+        let mut lanes: [Msg<'a>; 16] = std::array::from_fn(|_| Msg {
+            body: &[],
+            tail: [0; 128],
+            tail_len: 0,
+            tail_pos: 0,
+            busy: false,
+        });
+        let mut more = true;
+        loop {
+            let mut busy = 0;
+            for (i, l) in lanes.iter_mut().enumerate() {
+                if !l.busy && more {
+                    match msgs.next() {
+                        Some(d) => {
+                            let whole = d.len() / 64 * 64;
+                            l.body = &d[..whole];
+                            l.tail_len = pad(&d[whole..], d.len() as u64, &mut l.tail);
+                            l.tail_pos = 0;
+                            l.busy = true;
+                            for (k, h) in H0.iter().enumerate() {
+                                st.0[k][i] = *h;
+                            }
+                        }
+                        None => more = false,
+                    }
+                }
+                busy += l.busy as usize;
+            }
+            if !more && busy < FINISH_BELOW {
+                return finish(&st, &mut lanes, &mut out);
+            }
+            // Every lane compresses as many blocks as the shortest busy run; an idle lane
+            // reads a busy lane's blocks into a state nobody reads.
+            let (mut n, mut any) = (usize::MAX, std::ptr::null());
+            for l in lanes.iter().filter(|l| l.busy) {
+                let (p, k) = l.run();
+                n = n.min(k);
+                any = p;
+            }
+            let mut ptrs = [any; 16];
+            for (p, l) in ptrs.iter_mut().zip(&lanes) {
+                if l.busy {
+                    *p = l.run().0;
+                }
+            }
+            // SAFETY: `available()` holds; every pointer has at least `n` blocks readable.
+            unsafe { compress16(&mut st, &ptrs, n) };
+            for (i, l) in lanes.iter_mut().enumerate() {
+                if l.busy && l.advance(n) {
+                    out(&digest_of(&std::array::from_fn(|k| st.0[k][i])));
+                    l.busy = false;
+                }
+            }
+        }
+    }
+
+    /// Finish the busy lanes' messages two at a time.
+    fn finish(st: &States, lanes: &mut [Msg<'_>; 16], out: &mut impl FnMut(&[u8; 32])) {
+        let out = RefCell::new(out);
+        let mut rest: Vec<_> = lanes
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.busy)
+            .map(|(i, l)| Documents {
+                docs: std::iter::empty(),
+                out: |h: &[u8; 32]| (out.borrow_mut())(h),
+                state: std::array::from_fn(|k| st.0[k][i]),
+                body: l.body,
+                tail: l.tail,
+                tail_len: l.tail_len,
+                tail_pos: l.tail_pos,
+                active: true,
+            })
+            .collect();
+        for pair in rest.chunks_mut(2) {
+            match pair {
+                [a, b] => drive(a, b),
+                [a] => drive1(a),
+                _ => unreachable!(),
+            }
+        }
+    }
+
+    /// Compress `n` blocks of each lane, lane `i`'s starting at `ptrs[i]`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F and AVX-512BW; each pointer has `n * 64` readable bytes.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn compress16(st: &mut States, ptrs: &[*const u8; 16], n: usize) {
+        let bswap = _mm512_set4_epi32(0x0c0d0e0f, 0x08090a0b, 0x04050607, 0x00010203);
+        let p = st.0.as_mut_ptr() as *mut __m512i;
+        let mut s: [__m512i; 8] = std::array::from_fn(|k| _mm512_load_si512(p.add(k) as *const _));
+        for b in 0..n {
+            // Block b of each lane is a row of sixteen words; transpose, so that word j of
+            // every lane is one vector: 32-bit and 64-bit interleaves within each 128-bit
+            // quarter, then a 4 x 4 transpose of the quarters.
+            let r: [__m512i; 16] =
+                std::array::from_fn(|i| _mm512_loadu_si512(ptrs[i].add(b * 64) as *const _));
+            let mut t = [_mm512_setzero_si512(); 16];
+            for g in 0..4 {
+                let (r0, r1, r2, r3) = (r[4 * g], r[4 * g + 1], r[4 * g + 2], r[4 * g + 3]);
+                let lo01 = _mm512_unpacklo_epi32(r0, r1);
+                let hi01 = _mm512_unpackhi_epi32(r0, r1);
+                let lo23 = _mm512_unpacklo_epi32(r2, r3);
+                let hi23 = _mm512_unpackhi_epi32(r2, r3);
+                // Quarter c of t[4g + m] is word 4c + m of lanes 4g..4g+3.
+                t[4 * g] = _mm512_unpacklo_epi64(lo01, lo23);
+                t[4 * g + 1] = _mm512_unpackhi_epi64(lo01, lo23);
+                t[4 * g + 2] = _mm512_unpacklo_epi64(hi01, hi23);
+                t[4 * g + 3] = _mm512_unpackhi_epi64(hi01, hi23);
+            }
+            let mut w = [_mm512_setzero_si512(); 16];
+            for m in 0..4 {
+                let (a0, a1, a2, a3) = (t[m], t[4 + m], t[8 + m], t[12 + m]);
+                let x0 = _mm512_shuffle_i32x4::<0x44>(a0, a1);
+                let x1 = _mm512_shuffle_i32x4::<0xEE>(a0, a1);
+                let y0 = _mm512_shuffle_i32x4::<0x44>(a2, a3);
+                let y1 = _mm512_shuffle_i32x4::<0xEE>(a2, a3);
+                w[m] = _mm512_shuffle_epi8(_mm512_shuffle_i32x4::<0x88>(x0, y0), bswap);
+                w[4 + m] = _mm512_shuffle_epi8(_mm512_shuffle_i32x4::<0xDD>(x0, y0), bswap);
+                w[8 + m] = _mm512_shuffle_epi8(_mm512_shuffle_i32x4::<0x88>(x1, y1), bswap);
+                w[12 + m] = _mm512_shuffle_epi8(_mm512_shuffle_i32x4::<0xDD>(x1, y1), bswap);
+            }
+            let [mut a, mut bb, mut c, mut d, mut e, mut f, mut g, mut h] = s;
+            // One round; from round 16 on, the schedule's next word replaces w[t % 16].
+            // Ternary logic 0x96 is a three-way XOR, 0xCA is Ch (e ? f : g), 0xE8 is Maj.
+            macro_rules! round {
+                ($t:expr) => {{
+                    if $t >= 16 {
+                        let x15 = w[($t + 1) % 16];
+                        let x2 = w[($t + 14) % 16];
+                        let s0 = _mm512_ternarylogic_epi32::<0x96>(
+                            _mm512_ror_epi32::<7>(x15),
+                            _mm512_ror_epi32::<18>(x15),
+                            _mm512_srli_epi32::<3>(x15),
+                        );
+                        let s1 = _mm512_ternarylogic_epi32::<0x96>(
+                            _mm512_ror_epi32::<17>(x2),
+                            _mm512_ror_epi32::<19>(x2),
+                            _mm512_srli_epi32::<10>(x2),
+                        );
+                        w[$t % 16] = _mm512_add_epi32(
+                            _mm512_add_epi32(w[$t % 16], s0),
+                            _mm512_add_epi32(w[($t + 9) % 16], s1),
+                        );
+                    }
+                    let s1 = _mm512_ternarylogic_epi32::<0x96>(
+                        _mm512_ror_epi32::<6>(e),
+                        _mm512_ror_epi32::<11>(e),
+                        _mm512_ror_epi32::<25>(e),
+                    );
+                    let ch = _mm512_ternarylogic_epi32::<0xCA>(e, f, g);
+                    let kw = _mm512_add_epi32(w[$t % 16], _mm512_set1_epi32(K[$t] as i32));
+                    let t1 = _mm512_add_epi32(_mm512_add_epi32(h, s1), _mm512_add_epi32(ch, kw));
+                    let s0 = _mm512_ternarylogic_epi32::<0x96>(
+                        _mm512_ror_epi32::<2>(a),
+                        _mm512_ror_epi32::<13>(a),
+                        _mm512_ror_epi32::<22>(a),
+                    );
+                    let maj = _mm512_ternarylogic_epi32::<0xE8>(a, bb, c);
+                    h = g;
+                    g = f;
+                    f = e;
+                    e = _mm512_add_epi32(d, t1);
+                    d = c;
+                    c = bb;
+                    bb = a;
+                    a = _mm512_add_epi32(t1, _mm512_add_epi32(s0, maj));
+                }};
+            }
+            macro_rules! rounds {
+                ($($t:literal)*) => { $( round!($t); )* };
+            }
+            rounds!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27
+                28 29 30 31 32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54
+                55 56 57 58 59 60 61 62 63);
+            for (sk, v) in s.iter_mut().zip([a, bb, c, d, e, f, g, h]) {
+                *sk = _mm512_add_epi32(*sk, v);
+            }
+        }
+        for (k, v) in s.iter().enumerate() {
+            _mm512_store_si512(p.add(k) as *mut _, *v);
+        }
+    }
+
+    /// SHA-256's round constants.
+    const K: [u32; 64] = super::shani::K;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -463,6 +742,80 @@ mod tests {
         ];
         let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
         assert_eq!(pairwise(&refs), expected(&refs));
+    }
+
+    /// The digests of [`hash_each`], sorted.
+    fn each(msgs: &[&[u8]]) -> Vec<[u8; 32]> {
+        let mut got = Vec::new();
+        hash_each(msgs.iter().copied(), |h| got.push(*h));
+        got.sort_unstable();
+        got
+    }
+
+    #[test]
+    fn hash_each_matches_sha2_for_many_messages_of_mixed_lengths() {
+        // Far more messages than lanes, lengths cycling over every remainder mod 64 and
+        // across the one- and two-block paddings, with a few long ones among them (a lane
+        // busy for many blocks while the others take message after message), then a tail
+        // that leaves fewer messages than lanes.
+        let msgs: Vec<Vec<u8>> = (0..1_000u32)
+            .map(|i| {
+                let n = match i % 97 {
+                    0 => 70_000 + i as usize,
+                    1 => 4_096,
+                    _ => (i as usize * 37) % 700,
+                };
+                bytes(n, i)
+            })
+            .collect();
+        let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+        assert_eq!(each(&refs), expected(&refs));
+        for k in [0, 1, 4, 5, 15, 16, 17, 33] {
+            assert_eq!(each(&refs[..k]), expected(&refs[..k]), "{k} messages");
+        }
+    }
+
+    #[test]
+    fn hash_each_finishes_a_long_last_message_beside_short_ones() {
+        let mut msgs: Vec<Vec<u8>> = (0..31).map(|i| bytes(i * 13, i as u32)).collect();
+        msgs.push(bytes(1 << 20, 99));
+        msgs.extend((0..3).map(|i| bytes(55 + i, 200 + i as u32)));
+        let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+        assert_eq!(each(&refs), expected(&refs));
+    }
+
+    #[test]
+    fn sixteen_lanes_where_the_cpu_has_avx512() {
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(
+            sixteen_lanes(),
+            std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512bw")
+                && std::env::var("MONGOKEEP_SHA256_LANES").as_deref() != Ok("2")
+        );
+        eprintln!(
+            "hash_each runs sixteen lanes on this CPU: {}",
+            sixteen_lanes()
+        );
+    }
+
+    /// The sixteen-lane code itself, whatever `MONGOKEEP_SHA256_LANES` says, where the CPU
+    /// has it (on other CPUs [`hash_each`] is [`hash_pairwise`], tested above).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn sixteen_lanes_match_sha2_where_the_cpu_has_them() {
+        if !mb16::cpu_has() {
+            eprintln!("no AVX-512 on this CPU: hash_each runs the pairs");
+            return;
+        }
+        let msgs: Vec<Vec<u8>> = (0..600u32)
+            .map(|i| bytes((i as usize * 53) % 5_000, i))
+            .collect();
+        let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+        let mut got = Vec::new();
+        mb16::hash(refs.iter().copied(), |h| got.push(*h));
+        got.sort_unstable();
+        assert_eq!(got, expected(&refs));
     }
 
     #[test]
