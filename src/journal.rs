@@ -88,9 +88,7 @@ pub async fn list(repo: &Repository, since: Option<DateTime<Utc>>) -> Result<Vec
     let keys: Vec<String> = objects
         .into_iter()
         .map(|o| o.key)
-        .filter(|k| {
-            k.ends_with(".json") && floor.as_ref().is_none_or(|f| k.as_str() >= f.as_str())
-        })
+        .filter(|k| k.ends_with(".json") && floor.as_ref().is_none_or(|f| k.as_str() >= f.as_str()))
         .collect();
     let bodies: Vec<Result<Option<bytes::Bytes>>> = futures::stream::iter(keys)
         .map(|k| async move { store.get_opt(&k).await.map_err(|e| repo.err(e)) })

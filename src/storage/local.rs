@@ -349,7 +349,8 @@ fn write_part(
     offset: u64,
 ) -> std::io::Result<()> {
     let whole = data.len() / DIRECT_ALIGN * DIRECT_ALIGN;
-    if let Some(direct) = direct.filter(|_| whole > 0 && offset.is_multiple_of(DIRECT_ALIGN as u64)) {
+    if let Some(direct) = direct.filter(|_| whole > 0 && offset.is_multiple_of(DIRECT_ALIGN as u64))
+    {
         // Streamed uploads hand over parts whose memory is block-aligned already
         // (`upload::aligned_part`); anything else is copied into an aligned buffer first.
         let copy;
