@@ -15,7 +15,7 @@ use std::io::{Read, Write};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::digest::sha256::{self, Documents, Sha256Stream};
+use crate::digest::sha256::Sha256Stream;
 use crate::digest::ContentDigest;
 use crate::storage::escape_segment;
 use crate::{Error, Result};
@@ -181,31 +181,24 @@ trait ArchiveWrite: Write {
     }
 }
 
-/// Compressed: the documents are hashed several at a time, then copied into the compressor's input.
+/// Compressed: the documents are hashed several at a time, then copied into the compressor's
+/// input.
 impl<W: Write> ArchiveWrite for ParallelGz<W> {}
 
-/// Uncompressed: the archive's checksum runs beside the documents' own hashes over the same
-/// bytes (two SHA-256 streams at the cost of about one; on AVX-512 the documents go sixteen
-/// at a time instead, and the checksum on its own), and the documents go to the uploader as
-/// they are, without a copy.
+/// Uncompressed: the archive's checksum and the documents' own hashes over the same bytes, as
+/// this CPU does both fastest ([`Sha256Stream::update_and_hash_each`]), and the documents go
+/// to the uploader as they are, without a copy.
 impl ArchiveWrite for ChannelSink {
     fn write_documents(
         &mut self,
         runs: &[Bytes],
         digest: &mut ContentDigest,
     ) -> std::io::Result<()> {
-        if sha256::sixteen_lanes() {
-            runs.iter().for_each(|r| self.hasher.update(r));
-            digest.add_documents(runs.iter().flat_map(|r| Docs(r)));
-        } else {
-            let mut sum = ContentDigest::new();
-            let mut docs = Documents::new(runs.iter().flat_map(|r| Docs(r)), |h: &[u8; 32]| {
-                sum.add_hash(h)
-            });
-            self.hasher
-                .update_beside(runs.iter().map(|r| &r[..]), &mut docs);
-            digest.merge(&sum);
-        }
+        self.hasher.update_and_hash_each(
+            runs.iter().map(|r| &r[..]),
+            runs.iter().flat_map(|r| Docs(r)),
+            |h| digest.add_hash(h),
+        );
         for r in runs {
             self.size += r.len() as u64;
             // Small runs join the buffer; large ones go as they are, after what is buffered.

@@ -253,6 +253,24 @@ impl Sha256Stream {
         drive(&mut Feed::new(self, pieces), docs);
     }
 
+    /// Hash `pieces` (in order, as one input) and each of `docs` on its own (`out` gets each
+    /// document's digest), whichever way this CPU does both fastest: the documents sixteen at
+    /// a time and the stream on its own on AVX-512 ([`sixteen_lanes`]), else the stream
+    /// beside a lane of documents ([`Sha256Stream::update_beside`]).
+    pub fn update_and_hash_each<'a, 'b>(
+        &mut self,
+        pieces: impl Iterator<Item = &'b [u8]>,
+        docs: impl Iterator<Item = &'a [u8]>,
+        out: impl FnMut(&[u8; 32]),
+    ) {
+        if sixteen_lanes() {
+            pieces.for_each(|p| self.update(p));
+            hash_each(docs, out);
+        } else {
+            self.update_beside(pieces, &mut Documents::new(docs, out));
+        }
+    }
+
     /// The digest of everything hashed.
     pub fn finalize(mut self) -> [u8; 32] {
         let mut tail = [0u8; 128];
@@ -828,6 +846,21 @@ mod tests {
             assert_eq!(h.finalize()[..], Sha256::digest(&data)[..], "cut at {cut}");
         }
         assert_eq!(Sha256Stream::new().finalize()[..], Sha256::digest(b"")[..]);
+    }
+
+    #[test]
+    fn stream_and_documents_each_give_their_own_digests() {
+        let stream = bytes(30_000, 11);
+        let docs: Vec<Vec<u8>> = (0..70).map(|i| bytes(5 + i * 61, 300 + i as u32)).collect();
+        let mut h = Sha256Stream::new();
+        let mut got = Vec::new();
+        h.update_and_hash_each(stream.chunks(1_000), docs.iter().map(Vec::as_slice), |d| {
+            got.push(*d)
+        });
+        assert_eq!(h.finalize()[..], Sha256::digest(&stream)[..]);
+        got.sort_unstable();
+        let refs: Vec<&[u8]> = docs.iter().map(Vec::as_slice).collect();
+        assert_eq!(got, expected(&refs));
     }
 
     #[test]
