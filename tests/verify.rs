@@ -467,6 +467,70 @@ async fn a_large_collection_read_back_in_id_or_record_ranges_has_the_digest_of_o
     client.database(&db).drop().await.unwrap();
 }
 
+#[tokio::test]
+async fn a_collection_read_while_it_loads_keeps_only_parts_that_hold_exactly_their_record_ids() {
+    // verify reads a large collection back while the restore still inserts it. An insert
+    // in flight (here: one in a transaction not yet committed) has taken a record id that
+    // a scan does not see yet; a part read then must be read again once loaded, or a
+    // document is missed and a good snapshot fails verification.
+    use mongokeep::source::RecordRange;
+    use mongokeep::verify::{
+        digest_rest_of_record_ranges, read_record_ranges_while_loading, Loading,
+    };
+    let s = common::services();
+    let client = common::client(&s.rs_uri).await;
+    let db = common::unique("vloading");
+    let coll = client.database(&db).collection::<Document>("c");
+    let pad = "x".repeat(2000);
+    let docs = |ids: std::ops::Range<i64>| -> Vec<Document> {
+        ids.map(|i| doc! {"_id": i, "pad": &pad}).collect()
+    };
+    // Record ids 1-1000; then 1001 taken by an uncommitted insert; then 1002-1250.
+    coll.insert_many(docs(0..1000)).await.unwrap();
+    let mut session = client.start_session().await.unwrap();
+    session.start_transaction().await.unwrap();
+    coll.insert_one(doc! {"_id": 1000i64, "pad": &pad})
+        .session(&mut session)
+        .await
+        .unwrap();
+    coll.insert_many(docs(1001..1250)).await.unwrap();
+
+    let server = Source::connect(&s.rs_uri).await.unwrap();
+    let ranges = RecordRange::split(3000, 12);
+    assert_eq!(ranges.len(), 12);
+    assert_eq!(
+        ranges[4],
+        RecordRange {
+            after: 1000,
+            limit: Some(250)
+        }
+    );
+    // The restore says everything is inserted, so every part but the last is read now.
+    let (_tx, mut progress) = tokio::sync::watch::channel(Loading {
+        inserted: 3000,
+        loaded: false,
+    });
+    let (read, rest) =
+        read_record_ranges_while_loading(&server, &db, "c", ranges.clone(), &mut progress).await;
+    // Parts 1-4 hold ids 1-1000. Part 5 ended on its last id, 1250, with 249 documents:
+    // read again later. The parts after it start at ids that do not exist yet.
+    let kept: Vec<RecordRange> = read.iter().map(|r| r.0).collect();
+    assert_eq!(kept, ranges[..4], "parts kept: {read:?}");
+    assert_eq!(rest, ranges[4..]);
+
+    session.commit_transaction().await.unwrap();
+    coll.insert_many(docs(1250..3000)).await.unwrap();
+    let got = digest_rest_of_record_ranges(&server, &db, "c", 3000, read, rest)
+        .await
+        .unwrap();
+    let whole = mongokeep::verify::digest_of(&server, &db, "c")
+        .await
+        .unwrap();
+    assert_eq!(whole.0, 3000);
+    assert_eq!(got, Some(whole), "the parts lost or repeated documents");
+    client.database(&db).drop().await.unwrap();
+}
+
 /// Documents of `db.coll` on `uri`'s server.
 async fn count(client: &mongodb::Client, db: &str, coll: &str) -> u64 {
     client
