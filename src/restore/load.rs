@@ -112,7 +112,6 @@ pub(super) async fn restore_collection(
             }
             r
         };
-        let before = loaded.0;
         let insert = async {
             // Owned here, so that the decoder's sends fail (and it stops) as soon as the
             // inserter ends, whatever the reason.
@@ -131,14 +130,6 @@ pub(super) async fn restore_collection(
                         let (d, b): (u64, u64) = r.expect("not empty")?;
                         n.0 += d;
                         n.1 += b;
-                        if let Some(tx) = &opts.on_event {
-                            // Verification reads a large collection back while it loads.
-                            let _ = tx.send(RestoreEvent::Inserted {
-                                db: e.db.clone(),
-                                name: e.name.clone(),
-                                documents: before + n.0,
-                            });
-                        }
                     }
                     p = part_rx.recv(), if !input_done && in_flight.len() < limit => {
                         let Some(part) = p else {

@@ -116,13 +116,6 @@ pub(crate) async fn apply_expiry(
 /// `(db, name)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RestoreEvent {
-    /// So many of the collection's documents are inserted (acknowledged by the server) so
-    /// far; more may be in flight. Sent as each part of an archive is in.
-    Inserted {
-        db: String,
-        name: String,
-        documents: u64,
-    },
     /// Every document of the collection is inserted (and as many as the archive holds); its
     /// indexes are being built. Its documents change no more.
     Loaded { db: String, name: String },

@@ -6,10 +6,9 @@ use std::collections::BTreeMap;
 
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use mongodb::bson::{doc, Document};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::records::{self, digest_in_record_ranges, Loading};
 use super::report::{CollectionCheck, Drift};
 use super::{ext, scratch_db};
 use crate::digest::ContentDigest;
@@ -71,14 +70,9 @@ pub async fn compare_as_restored(
     let mut state: Vec<State> = vec![State::default(); n];
     let mut queue: std::collections::VecDeque<Job> = std::collections::VecDeque::new();
     let mut running = futures::stream::FuturesUnordered::new();
-    // Large collections read back while they load: one job each, beside the `parallel`
-    // others (it mostly waits for the restore), told how far the load is.
-    let mut loads = std::collections::HashMap::new();
-    let mut early: futures::stream::FuturesUnordered<EarlyRead<'_>> =
-        futures::stream::FuturesUnordered::new();
     let mut open = true;
     let position = |db: &str, name: &str| entries.iter().position(|e| e.db == db && e.name == name);
-    while open || !queue.is_empty() || !running.is_empty() || !early.is_empty() {
+    while open || !queue.is_empty() || !running.is_empty() {
         while running.len() < parallel.max(1) {
             let Some(job) = queue.pop_front() else { break };
             match job {
@@ -112,32 +106,10 @@ pub async fn compare_as_restored(
                 }
                 Outcome::Checked(c) => checks[i] = Some(c),
             },
-            Some((i, r)) = early.next(), if !early.is_empty() => {
-                state[i].read = Some(r?);
-                state[i].check_when_ready(i, &mut queue);
-            },
             msg = events.recv(), if open => match msg {
-                Some(RestoreEvent::Inserted { db, name, documents }) => {
-                    let i = position(&db, &name);
-                    if let Some(tx) = i.and_then(|i| loads.get(&i)) {
-                        let tx: &watch::Sender<Loading> = tx;
-                        tx.send_modify(|l| l.inserted = documents);
-                    } else if let Some(i) = i.filter(|&i| !state[i].read_queued && records::eligible(entries[i])) {
-                        let (tx, rx) = watch::channel(Loading { inserted: documents, loaded: false });
-                        loads.insert(i, tx);
-                        state[i].read_queued = true;
-                        let e: &CollectionEntry = entries[i];
-                        early.push(async move {
-                            let db = scratch_db(prefix, &e.db);
-                            (i, records::read_back_while_loading(e, scratch, &db, rx).await)
-                        }.boxed());
-                    }
-                }
                 Some(RestoreEvent::Loaded { db, name }) => {
                     if let Some(i) = position(&db, &name) {
-                        if let Some(tx) = loads.remove(&i) {
-                            tx.send_modify(|l| l.loaded = true);
-                        } else if !state[i].read_queued && entries[i].kind != "view" {
+                        if !state[i].read_queued && entries[i].kind != "view" {
                             state[i].read_queued = true;
                             queue.push_back(Job::ReadBack(i));
                         }
@@ -151,8 +123,6 @@ pub async fn compare_as_restored(
                 }
                 None => {
                     open = false;
-                    // A collection that never loaded: its reader ends (the restore failed).
-                    loads.clear();
                     for (i, x) in state.iter_mut().enumerate() {
                         x.restored = true;
                         x.check_when_ready(i, &mut queue);
@@ -163,9 +133,6 @@ pub async fn compare_as_restored(
     }
     Ok(checks.into_iter().flatten().collect())
 }
-
-/// A collection's read-back while it loads: its index, and its count and digest.
-type EarlyRead<'a> = futures::future::BoxFuture<'a, (usize, Result<(u64, ContentDigest)>)>;
 
 /// Where one collection is in [`compare_as_restored`].
 #[derive(Debug, Clone, Default)]
@@ -195,7 +162,7 @@ enum Outcome {
 
 /// Count and content digest of a restored collection (its documents: the buckets of a
 /// time-series collection).
-pub(super) async fn read_back(
+async fn read_back(
     e: &CollectionEntry,
     scratch: &Source,
     db: &str,
@@ -209,7 +176,10 @@ pub(super) async fn read_back(
     if plain && e.bson_bytes > 2 * range_bytes {
         let parts = e.bson_bytes.div_ceil(range_bytes) as usize;
         match digest_in_record_ranges(scratch, db, &stored, e.count, parts).await {
-            Ok(Some((count, digest, _))) => return Ok((count, digest)),
+            Ok(Some((count, digest, n))) => {
+                tracing::debug!(ns = %format!("{db}.{stored}"), ranges = n, "read back in record ranges");
+                return Ok((count, digest));
+            }
             Ok(None) => {}
             Err(err) => {
                 tracing::debug!(ns = %format!("{db}.{stored}"), error = %err, "record ranges failed; reading _id ranges");
@@ -397,7 +367,7 @@ pub async fn digest_in_ranges(
 }
 
 /// Readers of a collection's ranges at once: one per core, 2 to 8.
-pub(super) fn readers() -> usize {
+fn readers() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
@@ -405,13 +375,61 @@ pub(super) fn readers() -> usize {
 }
 
 /// The count and digest of a collection from those of its ranges.
-pub(super) fn sum(parts: impl IntoIterator<Item = (u64, ContentDigest)>) -> (u64, ContentDigest) {
+fn sum(parts: impl IntoIterator<Item = (u64, ContentDigest)>) -> (u64, ContentDigest) {
     let mut total = (0u64, ContentDigest::new());
     for (n, d) in parts {
         total.0 += n;
         total.1.merge(&d);
     }
     total
+}
+
+/// [`digest_of`] for a collection whose record ids should run from 1 to `count` (one just
+/// loaded into a fresh collection): `parts` ranges of its natural order
+/// ([`crate::source::RecordRange`]), one reader per core, each summing its own digest.
+/// `Ok(None)` when the record ids are not that run (checked before reading, by two cheap
+/// commands, and after, by the ranges tiling the collection: each ended on the record id
+/// the next started after), so that no document is missed or read twice; the caller then
+/// reads `_id` ranges.
+///
+/// # Errors
+/// The server failed or refused a range.
+pub async fn digest_in_record_ranges(
+    server: &Source,
+    db: &str,
+    coll: &str,
+    count: u64,
+    parts: usize,
+) -> Result<Option<(u64, ContentDigest, usize)>> {
+    use crate::source::RecordRange;
+    if !server.records_dense(db, coll, count).await {
+        tracing::debug!(ns = %format!("{db}.{coll}"), "record ids are not 1 to the count; reading _id ranges");
+        return Ok(None);
+    }
+    let ranges = RecordRange::split(count, parts);
+    let n = ranges.len();
+    let readers = readers();
+    let read = crate::source::for_each_range(ranges, readers, |range| {
+        let (server, db, coll) = (server.clone(), db.to_string(), coll.to_string());
+        async move {
+            let (db_, coll_) = (db.clone(), coll.clone());
+            let (sum, last) = digest_read(&db, &coll, move |tx, cancel| async move {
+                server
+                    .record_batches(&db_, &coll_, range, tx, &cancel)
+                    .await
+            })
+            .await?;
+            Ok((range, last, sum))
+        }
+    })
+    .await?;
+    let ends: Vec<_> = read.iter().map(|(r, last, _)| (*r, *last)).collect();
+    if !RecordRange::tile(&ends) {
+        tracing::debug!(ns = %format!("{db}.{coll}"), "record ranges do not tile; reading _id ranges");
+        return Ok(None);
+    }
+    let (count, digest) = sum(read.into_iter().map(|(_, _, s)| s));
+    Ok(Some((count, digest, n)))
 }
 
 /// Count and content digest of a collection, read as raw BSON through one cursor.
@@ -445,11 +463,7 @@ async fn digest_range(
 
 /// Count and digest of the batches that `read` sends (given the sender and a token that
 /// tells it to stop), with what `read` returned.
-pub(super) async fn digest_read<R, F, Fut>(
-    db: &str,
-    coll: &str,
-    read: F,
-) -> Result<((u64, ContentDigest), R)>
+async fn digest_read<R, F, Fut>(db: &str, coll: &str, read: F) -> Result<((u64, ContentDigest), R)>
 where
     F: FnOnce(mpsc::Sender<crate::source::RawBatch>, CancellationToken) -> Fut,
     Fut: std::future::Future<Output = Result<R>> + Send + 'static,

@@ -10,7 +10,6 @@
 //! `--quick` checks the stored objects' checksums only.
 
 mod compare;
-mod records;
 pub mod report;
 mod to_time;
 
@@ -23,10 +22,8 @@ use mongodb::bson::Document;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-pub use compare::{compare, digest_in_ranges, digest_of, source_drift, RANGE_BYTES};
-pub use records::{
-    digest_in_record_ranges, digest_rest_of_record_ranges, read_record_ranges_while_loading,
-    Loading, ReadRange,
+pub use compare::{
+    compare, digest_in_ranges, digest_in_record_ranges, digest_of, source_drift, RANGE_BYTES,
 };
 pub use report::{CollectionCheck, Drift, VerifyReport};
 pub use to_time::verify_to_time;
