@@ -11,7 +11,9 @@
 
 use std::time::Instant;
 
-use mongokeep::digest::sha256::{hash_each, hash_pairwise, sixteen_lanes, Sha256Stream};
+use mongokeep::digest::sha256::{
+    hash_each, hash_pairwise, sixteen_lanes, sixteen_lanes_beside_a_stream, Sha256Stream,
+};
 use sha2::Digest;
 
 fn best(gb: f64, mut f: impl FnMut()) -> f64 {
@@ -70,7 +72,13 @@ fn main() {
         "documents of {size} B: one stream {stream:.2} GB/s; documents in pairs {pairs:.2}, \
          as many at a time as the CPU does best {each:.2} (sixteen lanes: {}); stream and \
          documents beside each other {beside:.2} (both inputs counted); sha2: stream \
-         {sha2_stream:.2}, documents one by one {sha2_docs:.2} (checksum {n})",
-        sixteen_lanes()
+         {sha2_stream:.2}, documents one by one {sha2_docs:.2} (checksum {n}); the backup \
+         hashes its stream and documents {}",
+        sixteen_lanes(),
+        if sixteen_lanes_beside_a_stream() {
+            "apart (documents sixteen at a time)"
+        } else {
+            "beside each other"
+        }
     );
 }
