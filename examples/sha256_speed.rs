@@ -12,7 +12,7 @@
 use std::time::Instant;
 
 use mongokeep::digest::sha256::{
-    hash_each, hash_pairwise, sixteen_lanes, sixteen_lanes_beside_a_stream, Sha256Stream,
+    hash_each, hash_pairwise, sixteen_lanes, sixteen_lanes_with_a_stream, Sha256Stream,
 };
 use sha2::Digest;
 
@@ -75,7 +75,7 @@ fn main() {
          {sha2_stream:.2}, documents one by one {sha2_docs:.2} (checksum {n}); the backup \
          hashes its stream and documents {}",
         sixteen_lanes(),
-        if sixteen_lanes_beside_a_stream() {
+        if sixteen_lanes_with_a_stream() {
             "apart (documents sixteen at a time)"
         } else {
             "beside each other"

@@ -209,15 +209,15 @@ pub fn sixteen_lanes() -> bool {
     false
 }
 
-/// Whether [`Sha256Stream::update_and_hash_each`] hashes the documents sixteen at a time
-/// and the stream on its own, rather than the stream beside a lane of documents (the SHA
-/// extensions running two chains at once). Which is faster depends on the CPU: on an Intel
-/// Xeon the sixteen lanes were a little faster; on an AMD EPYC (Zen 4) the stream beside
-/// the documents took 1.2 CPU s less in a backup of 2.5 GiB without compression (4.1
-/// against 5.4 s). So where the sixteen lanes are there, both are timed once, on 512 KiB
+/// Whether [`Sha256Stream::update_and_hash_each`], with a stream to hash as well as the
+/// documents, hashes the documents sixteen at a time and the stream on its own, rather than
+/// the stream beside a lane of documents (the SHA extensions running two chains at once).
+/// Which is faster depends on the CPU: on an Intel Xeon the sixteen lanes were a little
+/// faster; on an AMD EPYC (Zen 4) the stream beside the documents took 1.2 s less user CPU
+/// in a backup of 2.5 GiB without compression (4.1 against 5.4 s). So where the sixteen lanes are there, both are timed once, on 512 KiB
 /// of documents, and the faster kept for the process (either gives the same digests).
 /// `MONGOKEEP_SHA256_LANES=16` keeps the sixteen lanes without timing, `=2` turns them off.
-pub fn sixteen_lanes_beside_a_stream() -> bool {
+pub fn sixteen_lanes_with_a_stream() -> bool {
     static SIXTEEN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *SIXTEEN.get_or_init(|| {
         if !sixteen_lanes() {
@@ -311,14 +311,14 @@ impl Sha256Stream {
     /// document's digest), whichever way this CPU does both fastest: the stream beside a
     /// lane of documents ([`Sha256Stream::update_beside`]), or on AVX-512
     /// ([`sixteen_lanes`]) the documents sixteen at a time and the stream on its own, if
-    /// that timed faster here ([`sixteen_lanes_beside_a_stream`]).
+    /// that timed faster here ([`sixteen_lanes_with_a_stream`]).
     pub fn update_and_hash_each<'a, 'b>(
         &mut self,
         pieces: impl Iterator<Item = &'b [u8]>,
         docs: impl Iterator<Item = &'a [u8]>,
         out: impl FnMut(&[u8; 32]),
     ) {
-        if sixteen_lanes_beside_a_stream() {
+        if sixteen_lanes_with_a_stream() {
             self.update_then_hash_each(pieces, docs, out);
         } else {
             self.update_beside(pieces, &mut Documents::new(docs, out));
@@ -935,7 +935,7 @@ mod tests {
         }
         eprintln!(
             "sixteen lanes beside a stream on this CPU: {}",
-            sixteen_lanes_beside_a_stream()
+            sixteen_lanes_with_a_stream()
         );
     }
 
