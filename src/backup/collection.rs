@@ -116,10 +116,10 @@ pub async fn backup_collection(
     // One natural-order cursor per collection: a collection scan is the cheapest read the
     // server has. Reading `_id` ranges by two cursors (as verification does) measured twice
     // the server's CPU (an index lookup for every document) and a slower backup;
-    // `--parallel` keeps collections side by side instead. The cursor is read in this task
-    // rather than a spawned one: measured, a reader on its own thread runs ahead of the
-    // writer and raised the peak memory of a 2 GiB collection from 152 to 223 MiB.
-    let reader = source.stream_documents(&spec.db, &stored_from, doc_tx, cancel.clone());
+    // `--parallel` keeps collections side by side instead. The next batch is read ahead
+    // only without compression, where the reader is the bound ([`Source::stream_documents`]).
+    let ahead = settings.codec == Codec::None;
+    let reader = source.stream_documents(&spec.db, &stored_from, doc_tx, cancel.clone(), ahead);
     let mut upload = StreamUpload::new(repo.store().clone(), key.clone(), settings.upload);
     let uploader = async {
         while let Some(b) = out_rx.recv().await {

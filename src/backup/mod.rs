@@ -220,16 +220,18 @@ async fn dump_collections(
         mtime: opts.now.timestamp().max(0) as u64,
     };
     let cancel = CancellationToken::new();
-    let results: Vec<Result<crate::manifest::CollectionEntry>> =
-        futures::stream::iter(specs.iter())
-            .map(|spec| {
+    // Unordered: in order, a collection that ended would hold its place (and the next
+    // collection would wait) until every collection listed before it ended, so a large
+    // collection kept the others from starting. The results are put back in order after.
+    let mut results: Vec<(usize, Result<crate::manifest::CollectionEntry>)> =
+        futures::stream::iter(specs.iter().enumerate())
+            .map(|(i, spec)| {
                 let cancel = cancel.clone();
                 let settings = &settings;
                 async move {
-                    if cancel.is_cancelled() {
-                        return Err(Error::Cancelled);
-                    }
-                    let r = if spec.kind == "view" {
+                    let r = if cancel.is_cancelled() {
+                        Err(Error::Cancelled)
+                    } else if spec.kind == "view" {
                         Ok(collection::view_entry(spec))
                     } else {
                         collection::backup_collection(source, repo, spec, settings, cancel.clone())
@@ -238,11 +240,12 @@ async fn dump_collections(
                     if r.is_err() {
                         cancel.cancel();
                     }
-                    r
+                    (i, r)
                 }
             })
-            .buffered(opts.parallel.max(1))
+            .buffer_unordered(opts.parallel.max(1))
             .collect()
             .await;
-    all_or_root_cause(results)
+    results.sort_by_key(|(i, _)| *i);
+    all_or_root_cause(results.into_iter().map(|(_, r)| r).collect())
 }
