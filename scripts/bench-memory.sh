@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Peak resident memory of `mongokeep backup` and `mongokeep restore` for one large
-# collection, at two sizes, to show that memory is bounded and does not grow with the
-# collection. Prints a table and JSON.
+# Peak resident memory of `mongokeep backup` (gzip, and without compression) and
+# `mongokeep restore` for one large collection, at two sizes, to show that memory is
+# bounded and does not grow with the collection. Prints a table and JSON.
 #
 #   scripts/bench-memory.sh [SIZE_MIB ...]      default: 512 2048
 #
@@ -50,7 +50,13 @@ for size in "${SIZES[@]}"; do
   [ "$rc" = 0 ] || { echo "backup failed with exit $rc" >&2; exit 1; }
   docs=$(target/release/mongokeep show latest --repo "$WORK/repo" --json | python3 -c 'import json,sys; m=json.load(sys.stdin); print(m["totals"]["documents"], m["totals"]["bson_bytes"])')
   read -r ndocs bson <<<"$docs"
-  for op in backup restore; do
+  for op in backup backup_none restore; do
+    if [ "$op" = backup_none ]; then
+      read -r rc wall cpu rss < <(MONGODB_URI="$URI" measure target/release/mongokeep backup --repo "$WORK/repo_none" \
+        --db bench --ns-include "bench.orders_$size" --compression none --json)
+      [ "$rc" = 0 ] || { echo "backup --compression none failed with exit $rc" >&2; exit 1; }
+      rm -rf "$WORK/repo_none"
+    fi
     if [ "$op" = restore ]; then
       read -r rc wall cpu rss < <(measure target/release/mongokeep restore --repo "$WORK/repo" --snapshot latest \
         --target "$URI" --ns-from 'bench.*' --ns-to 'bench_restored.*' --json)
