@@ -560,3 +560,41 @@ async fn an_uncompressed_collection_with_ids_of_every_type_is_stored_whole() {
     );
     client.database(&db).drop().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_manifest_lists_collections_in_name_order_whichever_ends_first() {
+    // Collections start as soon as a slot is free and end in any order (a1eb9d6); the
+    // manifest, `show` and the restore plan still list them by name.
+    let s = common::services();
+    let client = common::client(&s.standalone_uri).await;
+    let db = common::unique("order");
+    mongokeep::sample::seed_app(&client, &db, "a_large", 8, 1)
+        .await
+        .unwrap();
+    for name in ["b", "c", "d"] {
+        client
+            .database(&db)
+            .collection::<Document>(name)
+            .insert_one(doc! {"n": name})
+            .await
+            .unwrap();
+    }
+    let cwd = tempfile::tempdir().unwrap();
+    common::mongokeep(cwd.path())
+        .env("MONGODB_URI", &s.standalone_uri)
+        .args(["backup", "--repo", "./repo", "--db", &db, "--parallel", "2"])
+        .run()
+        .expect_code(0);
+    let m = common::mongokeep(cwd.path())
+        .args(["show", "latest", "--repo", "./repo", "--json"])
+        .run()
+        .json();
+    let names: Vec<&str> = m["collections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a_large", "b", "c", "d"]);
+    client.database(&db).drop().await.unwrap();
+}
