@@ -111,7 +111,8 @@ pub async fn verify_to_time(
         r = work => r,
         () = shutdown => Err(Error::Interrupted),
     };
-    drop_scratch(scratch, &dbs, opts.keep, &opts.scratch_prefix).await;
+    let abandoned = result.is_err();
+    drop_scratch(scratch, &dbs, opts.keep, &opts.scratch_prefix, abandoned).await;
     result
 }
 
