@@ -400,6 +400,63 @@ async fn unreachable_or_occupied_scratch_is_refused_and_an_interrupted_verify_cl
 }
 
 #[tokio::test]
+async fn a_stopped_restore_ends_once_its_inserts_have_and_writes_nothing_after() {
+    // What an interrupted verify relies on before it drops the scratch databases.
+    let s = common::services();
+    let cwd = tempfile::tempdir().unwrap();
+    let client = common::client(&s.rs_uri).await;
+    let db = common::unique("vstop");
+    mongokeep::sample::seed_app(&client, &db, "orders", 60, 9)
+        .await
+        .unwrap();
+    mongokeep::sample::app_indexes(&client, &db, "orders")
+        .await
+        .unwrap();
+    let (repo, manifest) = backup_into_repo(cwd.path(), &s.rs_uri, &db).await;
+    let total = manifest.collections[0].count;
+    let scratch = Source::connect(&s.standalone_uri).await.unwrap();
+    let target = common::unique("vstopped");
+    let opts = RestoreOptions {
+        map: NsMap::new(&[format!("{db}.*")], &[format!("{target}.*")]).unwrap(),
+        scratch: true,
+        ..Default::default()
+    };
+    let plan = restore::plan(&manifest, &scratch, &opts).await.unwrap();
+    let orders = common::client(&s.standalone_uri)
+        .await
+        .database(&target)
+        .collection::<Document>("orders");
+    let stop = opts.stop.clone();
+    let stopper = async {
+        // Stopped once the first documents are in.
+        while orders.estimated_document_count().await.unwrap() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop.cancel();
+        std::future::pending::<()>().await
+    };
+    let r = tokio::select! {
+        r = restore::execute(&repo, &scratch, &plan, &opts) => r,
+        () = stopper => unreachable!(),
+    };
+    assert!(matches!(r, Err(mongokeep::Error::Cancelled)), "{r:?}");
+    let at_return = orders.count_documents(doc! {}).await.unwrap();
+    assert!(at_return < total, "stopped after {at_return} of {total}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        orders.count_documents(doc! {}).await.unwrap(),
+        at_return,
+        "documents were still being inserted after the stopped restore returned"
+    );
+    // Nor were the recorded indexes built.
+    let names: Vec<String> = orders.list_index_names().await.unwrap();
+    assert_eq!(names, ["_id_"]);
+    assert!(manifest.collections[0].indexes.len() > 1);
+    orders.client().database(&target).drop().await.unwrap();
+    client.database(&db).drop().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_large_collection_read_back_in_id_or_record_ranges_has_the_digest_of_one_cursor() {
     // _ids of several types: index bounds (min/max), not $gte/$lt, keep every one of them.
     let s = common::services();

@@ -482,8 +482,7 @@ async fn cmd_restore(ctx: &Context, a: RestoreArgs, quiet: bool) -> Result<()> {
         parallel: a.parallel.unwrap_or(2).max(1),
         insert_workers: a.insert_workers.unwrap_or(2).max(1),
         progress: !quiet && !a.json && !a.dry_run && std::io::stderr().is_terminal(),
-        on_event: None,
-        scratch: false,
+        ..RestoreOptions::default()
     };
     let uri = target_uri(&a)?;
     let repo = ctx.repository().await?;

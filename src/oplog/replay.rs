@@ -256,8 +256,9 @@ pub async fn replay_object(
     obj: &StoredObject,
     replayer: &mut Replayer<'_>,
     limit: Option<ToTime>,
+    stop: &CancellationToken,
 ) -> Result<Flow> {
-    let cancel = CancellationToken::new();
+    let cancel = stop.child_token();
     let (byte_tx, byte_rx) = mpsc::channel(8);
     let (entry_tx, entry_rx) = mpsc::channel::<Vec<Vec<u8>>>(4);
     let what = obj.key.clone();
@@ -276,6 +277,9 @@ pub async fn replay_object(
         let mut rx = entry_rx;
         let mut flow = Flow::Continue;
         while let Some(chunk) = rx.recv().await {
+            if cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
             for e in &chunk {
                 let raw = RawDocument::from_bytes(e).map_err(|err| Error::Format {
                     what: format!("an entry of {}", obj.key),

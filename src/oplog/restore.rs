@@ -303,10 +303,19 @@ pub async fn execute(
     let summary = restore::execute(repo, target, &plan.restore, opts).await?;
     let filter = NsFilter::new(vec![plan.selection.clone(), opts.selection.clone()]);
     let mut replayer = Replayer::new(target, filter, opts.map.clone(), None);
-    replay_object(repo, &plan.snapshot_oplog.object, &mut replayer, None).await?;
+    replay_object(
+        repo,
+        &plan.snapshot_oplog.object,
+        &mut replayer,
+        None,
+        &opts.stop,
+    )
+    .await?;
     replayer.mark_applied(plan.snapshot_oplog.to);
     for s in &plan.slices {
-        if replay_object(repo, &s.oplog.object, &mut replayer, plan.to).await? == Flow::Done {
+        if replay_object(repo, &s.oplog.object, &mut replayer, plan.to, &opts.stop).await?
+            == Flow::Done
+        {
             break;
         }
     }

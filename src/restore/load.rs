@@ -124,30 +124,41 @@ pub(super) async fn restore_collection(
             };
             let mut n = (0u64, 0u64);
             let mut input_done = false;
+            // The first failure stops the others (at their next batch), and the inserts in
+            // flight are waited for all the same: none is left running on the server.
+            let mut failed: Option<Error> = None;
             while !(input_done && in_flight.is_empty()) {
                 tokio::select! {
-                    r = in_flight.next(), if !in_flight.is_empty() => {
-                        let (d, b): (u64, u64) = r.expect("not empty")?;
-                        n.0 += d;
-                        n.1 += b;
-                    }
+                    r = in_flight.next(), if !in_flight.is_empty() => match r.expect("not empty") as Result<(u64, u64)> {
+                        Ok((d, b)) => {
+                            n.0 += d;
+                            n.1 += b;
+                        }
+                        Err(e) => {
+                            input_done = true;
+                            if !e.is_cancelled() {
+                                cancel.cancel();
+                            }
+                            if failed.as_ref().is_none_or(Error::is_cancelled) {
+                                failed = Some(e);
+                            }
+                        }
+                    },
+                    // Stopped: the inserts in flight end, and no more start.
+                    () = cancel.cancelled(), if !input_done => input_done = true,
                     p = part_rx.recv(), if !input_done && in_flight.len() < limit => {
                         let Some(part) = p else {
                             input_done = true;
                             continue;
                         };
-                        in_flight.push(insert_part(&coll, part, ordered, item, &tns, target, progress));
+                        in_flight.push(insert_part(&coll, part, ordered, item, &tns, target, progress, cancel));
                     }
                 }
             }
-            Ok::<_, Error>(n)
-        };
-        let insert = async {
-            let r = insert.await;
-            if matches!(r, Err(ref e) if !e.is_cancelled()) {
-                cancel.cancel();
+            match failed {
+                Some(e) => Err(e),
+                None => Ok::<_, Error>(n),
             }
-            r
         };
         let decode = async {
             decoder.await.unwrap_or_else(|err| {
@@ -172,6 +183,9 @@ pub(super) async fn restore_collection(
                 )
             }
         }
+    }
+    if cancel.is_cancelled() {
+        return Err(Error::Cancelled);
     }
     if loaded.0 != e.count {
         return Err(Error::Integrity {
@@ -203,7 +217,12 @@ pub(super) async fn restore_collection(
     // What this restore created has its expiry held until now; into an existing
     // collection, indexes are built as recorded (an existing equal index is then no
     // conflict).
-    let indexes = create_indexes(target, item, created).await?;
+    // A build in flight when the restore is stopped is left to the server (dropping the
+    // database, or the collection, aborts it); it creates nothing once aborted.
+    let indexes = tokio::select! {
+        r = create_indexes(target, item, created) => r?,
+        () = cancel.cancelled() => return Err(Error::Cancelled),
+    };
     if created && !opts.scratch {
         apply_expiry(target, &item.target_db, &item.target_name, e).await?;
     }
@@ -228,6 +247,7 @@ async fn insert_part(
     tns: &str,
     target: &Source,
     progress: &Progress,
+    cancel: &CancellationToken,
 ) -> Result<(u64, u64)> {
     let slices = archive::documents(&part)?;
     let (count, bytes) = (slices.len() as u64, part.len() as u64);
@@ -238,6 +258,9 @@ async fn insert_part(
     let coll = coll.clone_with_type::<&RawDocument>();
     let mut start = 0;
     while start < slices.len() {
+        if cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
         let mut end = start;
         let mut size = 0;
         while end < slices.len() && (end == start || size + slices[end].len() <= INSERT_BATCH_BYTES)

@@ -49,6 +49,10 @@ pub struct RestoreOptions {
     /// held ([`HELD_INDEX_EXPIRY`], [`held_collection_expiry`]) for verification to apply
     /// once it has compared the documents ([`apply_expiry`]).
     pub scratch: bool,
+    /// Cancelled to stop the restore early: no command is started after it, and
+    /// [`execute`] returns [`Error::Cancelled`] once the commands in flight have ended (so
+    /// that whoever cancelled it knows that nothing more lands on the target).
+    pub stop: CancellationToken,
 }
 
 /// `expireAfterSeconds` of the TTL indexes a restore creates, until their documents are
@@ -134,6 +138,7 @@ impl Default for RestoreOptions {
             progress: false,
             on_event: None,
             scratch: false,
+            stop: CancellationToken::new(),
         }
     }
 }
@@ -389,8 +394,10 @@ pub async fn execute(
     let progress = Arc::new(Progress::default());
     let ticker = opts
         .progress
-        .then(|| spawn_ticker(progress.clone(), plan.items.len() as u64, started));
-    let cancel = CancellationToken::new();
+        .then(|| spawn_ticker(progress.clone(), plan.items.len() as u64, started))
+        .map(tokio_util::task::AbortOnDropHandle::new);
+    // Cancelled by a failure here, or by the caller's `stop`.
+    let cancel = opts.stop.child_token();
     let (views, collections): (Vec<&PlannedItem>, Vec<&PlannedItem>) =
         plan.items.iter().partition(|i| i.kind == "view");
     let results: Vec<Result<RestoredItem>> = futures::stream::iter(collections)
@@ -419,21 +426,16 @@ pub async fn execute(
         .buffer_unordered(opts.parallel.max(1))
         .collect()
         .await;
-    let mut restored = match all_or_root_cause(results) {
-        Ok(r) => r,
-        Err(e) => {
-            if let Some(t) = ticker {
-                t.abort();
-            }
-            return Err(e);
-        }
-    };
+    let mut restored = all_or_root_cause(results)?;
     for item in views {
+        if cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
         restored.push(create_view(target, item).await?);
         progress.done.fetch_add(1, Ordering::Relaxed);
     }
     if let Some(t) = ticker {
-        t.abort();
+        drop(t);
         eprintln!();
     }
     restored.sort_by(|a, b| a.target.cmp(&b.target));

@@ -15,7 +15,8 @@ use mongodb::bson::{doc, RawDocumentBuf, Timestamp};
 use super::compare::digest_of;
 use super::report::{CollectionCheck, VerifyReport};
 use super::{
-    check_scratch_free, drop_scratch, scratch_label, scratch_restore_options, VerifyOptions,
+    check_scratch_free, drop_scratch, scratch_label, scratch_restore_options, until_shutdown,
+    VerifyOptions,
 };
 use crate::digest::ContentDigest;
 use crate::manifest::{CollectionEntry, Manifest};
@@ -23,6 +24,7 @@ use crate::oplog::optime::ToTime;
 use crate::repository::Repository;
 use crate::source::{classify, Source};
 use crate::{Error, Result};
+use tokio_util::sync::CancellationToken;
 
 /// Restore to `to` in scratch databases and check the state there.
 ///
@@ -40,10 +42,12 @@ pub async fn verify_to_time(
 ) -> Result<VerifyReport> {
     let started = chrono::Utc::now();
     let dbs = check_scratch_free(manifest, scratch, &opts.scratch_prefix).await?;
+    let stop = CancellationToken::new();
     let work = async {
         let mut report = VerifyReport::new(manifest, "to-time", started);
         report.scratch = Some(scratch_label(scratch, &opts.scratch_prefix));
-        let ropts = scratch_restore_options(&dbs, opts.parallel)?;
+        let mut ropts = scratch_restore_options(&dbs, opts.parallel)?;
+        ropts.stop = stop.clone();
         let t = Instant::now();
         let summary =
             match crate::oplog::restore::restore_to_time(repo, manifest, scratch, &ropts, Some(to))
@@ -107,10 +111,7 @@ pub async fn verify_to_time(
         Ok(report)
     };
     // Interrupted or not, the scratch databases go (unless --keep).
-    let result = tokio::select! {
-        r = work => r,
-        () = shutdown => Err(Error::Interrupted),
-    };
+    let result = until_shutdown(work, &stop, shutdown).await;
     let abandoned = result.is_err();
     drop_scratch(scratch, &dbs, opts.keep, &opts.scratch_prefix, abandoned).await;
     result
