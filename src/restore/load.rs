@@ -151,7 +151,7 @@ pub(super) async fn restore_collection(
                             input_done = true;
                             continue;
                         };
-                        in_flight.push(insert_part(&coll, part, ordered, item, &tns, target, progress, cancel));
+                        in_flight.push(insert_part(&coll, part, ordered, item, target, progress, cancel));
                     }
                 }
             }
@@ -244,7 +244,6 @@ async fn insert_part(
     part: Vec<u8>,
     ordered: bool,
     item: &PlannedItem,
-    tns: &str,
     target: &Source,
     progress: &Progress,
     cancel: &CancellationToken,
@@ -280,7 +279,13 @@ async fn insert_part(
             .ordered(ordered)
             .bypass_document_validation(true)
             .await
-            .map_err(|err| classify(&target.info.uri, &format!("inserting into {tns}"), err))?;
+            .map_err(|err| {
+                classify(
+                    &target.info.uri,
+                    &format!("inserting into {}", coll.namespace()),
+                    err,
+                )
+            })?;
         start = end;
     }
     drop(slices);
