@@ -168,6 +168,15 @@ pub struct CollectionSpec {
     pub uuid: Option<String>,
 }
 
+/// The order in which to start work on items of these sizes (`None`: not known): largest
+/// first, so that with several at once the largest does not start last and run on alone
+/// (the others, listed order, after those of known size).
+pub fn largest_first(sizes: &[Option<u64>]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..sizes.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(sizes[i]));
+    order
+}
+
 /// Whether [`Source::connect`] keeps a handle on each client for [`shutdown_clients`] (the
 /// binary asks for it; tests and library users drop their clients as they go).
 static TRACK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -482,6 +491,39 @@ impl Source {
         self.send_batches(&mut cursor, db, coll, &tx, cancel).await
     }
 
+    /// The BSON bytes of `db.coll`'s documents as the server counts them (`$collStats`
+    /// storage size before compression); `None` when the server refuses (a user without
+    /// the `collStats` action) or gives none.
+    pub async fn data_size(&self, db: &str, coll: &str) -> Option<u64> {
+        use futures::TryStreamExt;
+        let pipeline = [doc! { "$collStats": { "storageStats": { "scale": 1 } } }];
+        let run = async {
+            let mut cursor = self
+                .client
+                .database(db)
+                .collection::<Document>(coll)
+                .aggregate(pipeline)
+                .await?;
+            cursor.try_next().await
+        };
+        match run.await {
+            Ok(Some(stats)) => {
+                let size = stats.get_document("storageStats").ok()?.get("size")?;
+                match size {
+                    Bson::Int32(n) => u64::try_from(*n).ok(),
+                    Bson::Int64(n) => u64::try_from(*n).ok(),
+                    Bson::Double(n) if *n >= 0.0 => Some(*n as u64),
+                    _ => None,
+                }
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::debug!(ns = %format!("{db}.{coll}"), error = %e, "no collection size");
+                None
+            }
+        }
+    }
+
     /// Whether `db.coll`'s record ids look like those of a copy just loaded: `count`
     /// records (the server's own count) and record id `count` the last. Two cheap
     /// commands; `false` when the server refuses either.
@@ -787,8 +829,23 @@ fn first_line(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{ArrayDocuments, RecordRange};
+    use super::{largest_first, ArrayDocuments, RecordRange};
     use mongodb::bson::doc;
+
+    #[test]
+    fn work_starts_largest_first_and_unknown_sizes_last_in_listed_order() {
+        let sizes = [
+            Some(10),
+            None,
+            Some(2_000),
+            Some(10),
+            None,
+            Some(0),
+            Some(700),
+        ];
+        assert_eq!(largest_first(&sizes), [2, 6, 0, 3, 5, 1, 4]);
+        assert!(largest_first(&[]).is_empty());
+    }
 
     fn r(after: i64, limit: Option<i64>) -> RecordRange {
         RecordRange { after, limit }

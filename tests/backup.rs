@@ -598,3 +598,87 @@ async fn the_manifest_lists_collections_in_name_order_whichever_ends_first() {
     assert_eq!(names, ["a_large", "b", "c", "d"]);
     client.database(&db).drop().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_largest_collection_is_backed_up_and_restored_first() {
+    // Started last, a large collection would run on alone at the end of the run.
+    let s = common::services();
+    let client = common::client(&s.standalone_uri).await;
+    let db = common::unique("largest");
+    for name in ["a", "b"] {
+        client
+            .database(&db)
+            .collection::<Document>(name)
+            .insert_one(doc! {"n": name})
+            .await
+            .unwrap();
+    }
+    mongokeep::sample::seed_app(&client, &db, "z_large", 3, 1)
+        .await
+        .unwrap();
+    let order = |stderr: &str, event: &str, key: &str| -> Vec<String> {
+        stderr
+            .lines()
+            .filter(|l| l.contains(event))
+            .filter_map(|l| l.split(key).nth(1))
+            .map(|rest| rest.split_whitespace().next().unwrap().to_string())
+            .collect()
+    };
+    let cwd = tempfile::tempdir().unwrap();
+    let out = common::mongokeep(cwd.path())
+        .env("MONGODB_URI", &s.standalone_uri)
+        .args([
+            "-v",
+            "backup",
+            "--repo",
+            "./repo",
+            "--db",
+            &db,
+            "--parallel",
+            "1",
+        ])
+        .run();
+    out.expect_code(0);
+    assert_eq!(
+        order(&out.stderr, "collection stored", " ns="),
+        [
+            format!("{db}.z_large"),
+            format!("{db}.a"),
+            format!("{db}.b")
+        ],
+        "{}",
+        out.stderr
+    );
+    let restored = common::unique("largestr");
+    let out = common::mongokeep(cwd.path())
+        .args([
+            "-v",
+            "restore",
+            "--snapshot",
+            "latest",
+            "--repo",
+            "./repo",
+            "--target",
+            &s.standalone_uri,
+            "--ns-from",
+            &format!("{db}.*"),
+            "--ns-to",
+            &format!("{restored}.*"),
+            "--parallel",
+            "1",
+        ])
+        .run();
+    out.expect_code(0);
+    assert_eq!(
+        order(&out.stderr, "collection restored", " source="),
+        [
+            format!("{db}.z_large"),
+            format!("{db}.a"),
+            format!("{db}.b")
+        ],
+        "{}",
+        out.stderr
+    );
+    client.database(&db).drop().await.unwrap();
+    client.database(&restored).drop().await.unwrap();
+}

@@ -220,11 +220,28 @@ async fn dump_collections(
         mtime: opts.now.timestamp().max(0) as u64,
     };
     let cancel = CancellationToken::new();
+    // Largest first: started last, a large collection would run on alone at the end.
+    let sizes: Vec<Option<u64>> = futures::stream::iter(&specs)
+        .map(|spec| async move {
+            match spec.kind.as_str() {
+                "view" => Some(0),
+                "timeseries" => {
+                    source
+                        .data_size(&spec.db, &format!("system.buckets.{}", spec.name))
+                        .await
+                }
+                _ => source.data_size(&spec.db, &spec.name).await,
+            }
+        })
+        .buffered(8)
+        .collect()
+        .await;
+    let order = crate::source::largest_first(&sizes);
     // Unordered: in order, a collection that ended would hold its place (and the next
     // collection would wait) until every collection listed before it ended, so a large
     // collection kept the others from starting. The results are put back in order after.
     let mut results: Vec<(usize, Result<crate::manifest::CollectionEntry>)> =
-        futures::stream::iter(specs.iter().enumerate())
+        futures::stream::iter(order.into_iter().map(|i| (i, &specs[i])))
             .map(|(i, spec)| {
                 let cancel = cancel.clone();
                 let settings = &settings;

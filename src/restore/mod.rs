@@ -400,6 +400,14 @@ pub async fn execute(
     let cancel = opts.stop.child_token();
     let (views, collections): (Vec<&PlannedItem>, Vec<&PlannedItem>) =
         plan.items.iter().partition(|i| i.kind == "view");
+    // Largest first: started last, a large collection would run on alone at the end.
+    let sizes: Vec<Option<u64>> = collections
+        .iter()
+        .map(|i| Some(i.entry.bson_bytes))
+        .collect();
+    let collections = crate::source::largest_first(&sizes)
+        .into_iter()
+        .map(|i| collections[i]);
     let results: Vec<Result<RestoredItem>> = futures::stream::iter(collections)
         .map(|item| {
             let (cancel, progress) = (cancel.clone(), progress.clone());
