@@ -42,3 +42,18 @@ pub fn tune_allocator() {
         libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
     }
 }
+
+/// For a backup: one malloc arena for every thread. A backup's buffers are allocated on
+/// one thread and freed on another (driver replies, chunks, upload parts), and with an
+/// arena per thread the memory freed in one arena is not reused by the others: measured
+/// with `--compression none` on the 2 GiB collection, peak RSS 176-180 MiB against
+/// 190-214 (3 runs each), no more CPU, and the gzip backup unchanged. Not for restore and
+/// verify, whose threads allocate at once (verify measured slower with one arena). Call it
+/// before any other thread runs.
+pub fn one_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before any other thread runs.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}

@@ -55,6 +55,9 @@ fn init_logging(cli: &Cli) {
 fn main() -> ExitCode {
     mongokeep::tune_allocator();
     let cli = Cli::parse();
+    if matches!(cli.command, mongokeep::cli::Command::Backup(_)) {
+        mongokeep::one_malloc_arena();
+    }
     init_logging(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
