@@ -703,6 +703,13 @@ async fn a_target_stopped_mid_restore_fails_clearly_and_a_rerun_with_drop_comple
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // What is in is made durable first: killed within the journal's 100 ms, the server
+    // would come back without the collection, and the plain rerun below would not refuse.
+    target
+        .database("admin")
+        .run_command(doc! {"fsync": 1})
+        .await
+        .unwrap();
     mongod.kill();
     let out: common::Done = child.wait_with_output().unwrap().into();
     out.expect_code(TARGET);
@@ -728,5 +735,93 @@ async fn a_target_stopped_mid_restore_fails_clearly_and_a_rerun_with_drop_comple
             .unwrap(),
         expected
     );
+    src.database(&db).drop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_restore_stopped_by_sigterm_ends_its_inserts_says_so_and_a_rerun_with_drop_completes() {
+    let s = common::services();
+    // A replica set's snapshot is restored with its oplog replayed, a standalone's without:
+    // two paths.
+    stopped_by_sigterm(&s, &s.rs_uri).await;
+    stopped_by_sigterm(&s, &s.standalone_uri).await;
+}
+
+async fn stopped_by_sigterm(s: &common::Services, source: &str) {
+    let cwd = tempfile::tempdir().unwrap();
+    let src = common::client(source).await;
+    let db = common::unique("sigrestore");
+    mongokeep::sample::seed_app(&src, &db, "orders", 80, 6)
+        .await
+        .unwrap();
+    common::mongokeep(cwd.path())
+        .env("MONGODB_URI", source)
+        .args([
+            "backup",
+            "--db",
+            &db,
+            "--repo",
+            "./repo",
+            "--compression",
+            "gzip:1",
+        ])
+        .run()
+        .expect_code(0);
+    let target_db = common::unique("sigrestored");
+    let restore = |extra: &[&str]| {
+        common::mongokeep(cwd.path())
+            .env("MONGOKEEP_TARGET_URI", &s.standalone_uri)
+            .args(["restore", "--snapshot", "latest", "--repo", "./repo"])
+            .args([
+                "--ns-from",
+                &format!("{db}.*"),
+                "--ns-to",
+                &format!("{target_db}.*"),
+            ])
+            .args(extra)
+    };
+    let coll = common::client(&s.standalone_uri)
+        .await
+        .database(&target_db)
+        .collection::<Document>("orders");
+    let mut child = restore(&[]).spawn();
+    let start = Instant::now();
+    while coll.estimated_document_count().await.unwrap_or(0) == 0 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "restore ended before it was interrupted"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no document arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out: common::Done = child.wait_with_output().unwrap().into();
+    assert_ne!(out.code, 0, "{}", out.all());
+    assert!(
+        out.stderr.contains("interrupted") && out.stderr.contains("--drop"),
+        "{}",
+        out.stderr
+    );
+    // The inserts in flight ended before the process did: nothing more arrives.
+    let at_exit = coll.count_documents(doc! {}).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(coll.count_documents(doc! {}).await.unwrap(), at_exit);
+    let total = src
+        .database(&db)
+        .collection::<Document>("orders")
+        .estimated_document_count()
+        .await
+        .unwrap();
+    assert!(at_exit < total, "stopped after {at_exit} of {total}");
+    // A rerun with --drop completes.
+    restore(&["--drop"]).run().expect_code(0);
+    assert_eq!(coll.count_documents(doc! {}).await.unwrap(), total);
+    coll.client().database(&target_db).drop().await.unwrap();
     src.database(&db).drop().await.unwrap();
 }

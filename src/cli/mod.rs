@@ -512,7 +512,16 @@ async fn cmd_restore(ctx: &Context, a: RestoreArgs, quiet: bool) -> Result<()> {
         return plan.refusal().map_or(Ok(()), Err);
     }
     let started = chrono::Utc::now();
-    let result = restore::execute(&repo, &target, &plan, &opts).await;
+    // Ctrl-C/SIGTERM stops the restore once its inserts in flight have ended.
+    let result = crate::verify::until_shutdown(
+        restore::execute(&repo, &target, &plan, &opts),
+        &opts.stop,
+        ops::shutdown_signal(),
+    )
+    .await;
+    if matches!(result, Err(Error::Interrupted)) {
+        tracing::warn!("restore interrupted: the target holds part of the snapshot; run the restore again with --drop to replace it");
+    }
     let mut entry = JournalEntry::new("restore", started, &result);
     entry.snapshot = Some(manifest.snapshot.clone());
     if let Ok(s) = &result {

@@ -111,7 +111,18 @@ pub async fn cmd_restore(
         }
         return plan.refusal().map_or(Ok(()), Err);
     }
-    let summary = pitr::execute(repo, target, &plan, opts).await?;
+    // Ctrl-C/SIGTERM stops the restore (or the replay) once its writes in flight have ended.
+    let summary = crate::verify::until_shutdown(
+        pitr::execute(repo, target, &plan, opts),
+        &opts.stop,
+        super::ops::shutdown_signal(),
+    )
+    .await
+    .inspect_err(|e| {
+        if matches!(e, crate::Error::Interrupted) {
+            tracing::warn!("restore interrupted: the target holds part of the snapshot; run the restore again with --drop to replace it");
+        }
+    })?;
     if json {
         print_json(&summary);
     } else {

@@ -239,7 +239,7 @@ pub(crate) async fn cmd_verify(ctx: &Context, a: VerifyArgs) -> Result<()> {
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         let mut term =

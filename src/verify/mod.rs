@@ -188,10 +188,11 @@ pub async fn full(
     result
 }
 
-/// `work` (a restore into scratch databases and its checks), unless `shutdown` resolves
-/// first: then the restore is told to `stop`, and is waited for (at most [`STOP_GRACE`]) so
-/// that its writes in flight have ended before the scratch databases are dropped (one that
-/// ran on after the drop would bring a database back).
+/// `work` (a restore, and for verification its checks), unless `shutdown` resolves first:
+/// then the restore is told to `stop`, and is waited for (at most [`STOP_GRACE`]) so that
+/// its writes in flight have ended before the caller goes on ([`Error::Interrupted`]):
+/// verification drops its scratch databases then (a write that ran on after the drop would
+/// bring a database back).
 pub(crate) async fn until_shutdown<T>(
     work: impl Future<Output = Result<T>>,
     stop: &CancellationToken,
@@ -205,7 +206,7 @@ pub(crate) async fn until_shutdown<T>(
             if tokio::time::timeout(STOP_GRACE, &mut work).await.is_err() {
                 tracing::warn!(
                     seconds = STOP_GRACE.as_secs(),
-                    "the stopped restore had not ended; dropping the scratch databases all the same"
+                    "the stopped restore had not ended; going on"
                 );
             }
             Err(Error::Interrupted)
