@@ -423,3 +423,111 @@ async fn mongodb_stopped_mid_backup_aborts_the_upload_and_leaves_nothing() {
         "{entry}"
     );
 }
+
+fn sigterm(child: &std::process::Child) {
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "could not signal the backup");
+}
+
+/// The journal entry a stopped backup leaves: a failure, saying it was interrupted.
+async fn interrupted_entry(store: &dyn Storage, keys: &[String]) {
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(
+        keys[0].starts_with("journal/") && keys[0].contains("-backup-"),
+        "{keys:?}"
+    );
+    let entry: serde_json::Value =
+        serde_json::from_slice(&store.get(&keys[0]).await.unwrap()).unwrap();
+    assert_eq!(entry["outcome"], "failure");
+    assert!(
+        entry["error"].as_str().unwrap().contains("interrupted"),
+        "{entry}"
+    );
+}
+
+#[tokio::test]
+async fn a_backup_stopped_by_sigterm_aborts_its_uploads_removes_what_it_stored_and_says_so() {
+    const INTERNAL: i32 = 1;
+    let s = common::services();
+    let db = common::unique("sigbackup");
+    let client = common::client(&s.rs_uri).await;
+    mongokeep::sample::seed_app(&client, &db, "orders", 120, 1)
+        .await
+        .unwrap();
+    // A small collection too: backed up after the large one (`parallel = 1`, largest
+    // first), so a stop that reaches the pipelines keeps it from starting.
+    client
+        .database(&db)
+        .collection::<Document>("notes")
+        .insert_many((0..3).map(|i| doc! { "i": i }))
+        .await
+        .unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    big_config(cwd.path());
+
+    // To S3, from the replica set (so the oplog is captured beside the dump): stopped while
+    // the large collection's multipart upload is in progress.
+    let t = s.s3();
+    let prefix = common::unique("sigbackup");
+    let store = t.store(&prefix).await;
+    let mut child = common::mongokeep(cwd.path())
+        .s3(&t)
+        .env("MONGODB_URI", &s.rs_uri)
+        .args(["-v", "backup", "--db", &db, "--repo", &t.repo_url(&prefix)])
+        .spawn();
+    wait_for_upload(&*store, "", &mut child).await;
+    sigterm(&child);
+    let out = finish(child);
+    out.expect_code(INTERNAL);
+    assert!(out.stderr.contains("backup interrupted"), "{}", out.stderr);
+    // The run stopped there: no collection was stored after the signal.
+    assert!(!out.stderr.contains("collection stored"), "{}", out.stderr);
+    assert!(
+        store.list_pending_uploads("").await.unwrap().is_empty(),
+        "upload left pending"
+    );
+    // No object of the run is left, the lock is released: only the journal's entry.
+    interrupted_entry(&*store, &common::keys(&*store, "").await).await;
+
+    // To a folder: stopped while an object is being written; no file of it is left.
+    let mut child = common::mongokeep(cwd.path())
+        .env("MONGODB_URI", &s.rs_uri)
+        .args(["backup", "--db", &db, "--repo", "./repo"])
+        .spawn();
+    let partial = cwd.path().join("repo/.tmp");
+    let start = Instant::now();
+    while !std::fs::read_dir(&partial).is_ok_and(|d| {
+        d.flatten()
+            .any(|e| e.metadata().is_ok_and(|m| m.is_file() && m.len() > 0))
+    }) {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("backup ended ({status}) before it was interrupted");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no object started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    sigterm(&child);
+    let out = finish(child);
+    out.expect_code(INTERNAL);
+    assert!(out.stderr.contains("backup interrupted"), "{}", out.stderr);
+    let repo = cwd.path().join("repo");
+    let files: Vec<String> = walk(&repo)
+        .iter()
+        .map(|p| {
+            p.strip_prefix(&repo)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let local = mongokeep::storage::local::LocalStore::new(&repo);
+    interrupted_entry(&local, &files).await;
+    client.database(&db).drop().await.unwrap();
+}

@@ -41,6 +41,10 @@ pub struct BackupOptions {
     pub now: DateTime<Utc>,
     /// Random part of the snapshot id and lock name.
     pub nonce: u64,
+    /// Cancelled to stop the backup (Ctrl-C, SIGTERM): its pipelines stop and abort their
+    /// uploads, [`run`] removes what the run stored, releases the lock and returns
+    /// [`Error::Cancelled`]. Once the manifest is being written, the run completes instead.
+    pub stop: CancellationToken,
 }
 
 impl Default for BackupOptions {
@@ -54,6 +58,7 @@ impl Default for BackupOptions {
             tags: vec![],
             now: Utc::now(),
             nonce: rand::random(),
+            stop: CancellationToken::new(),
         }
     }
 }
@@ -172,6 +177,10 @@ async fn run_locked(
     .await?;
     let mut totals = Totals::of(&entries);
     totals.stored_bytes += oplog.as_ref().map_or(0, |o| o.object.size);
+    if opts.stop.is_cancelled() {
+        // Stopped after the last collection ended: the run is undone all the same.
+        return Err(Error::Cancelled);
+    }
     let manifest = Manifest {
         format: "mongokeep-manifest".into(),
         format_version: FORMAT_VERSION,
@@ -219,7 +228,8 @@ async fn dump_collections(
         upload: opts.upload,
         mtime: opts.now.timestamp().max(0) as u64,
     };
-    let cancel = CancellationToken::new();
+    // A collection that fails stops the others; so does a stop of the whole run.
+    let cancel = opts.stop.child_token();
     // Largest first: started last, a large collection would run on alone at the end.
     let sizes: Vec<Option<u64>> = futures::stream::iter(&specs)
         .map(|spec| async move {

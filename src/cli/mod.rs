@@ -421,8 +421,18 @@ async fn cmd_backup(ctx: &Context, a: BackupArgs) -> Result<()> {
         tags,
         now: chrono::Utc::now(),
         nonce: rand::random(),
+        stop: Default::default(),
     };
-    let result = backup::run(&source, &repo, &opts).await;
+    // Ctrl-C/SIGTERM stops the backup: its uploads are aborted and what it stored removed.
+    let result = crate::interrupt::until_shutdown(
+        backup::run(&source, &repo, &opts),
+        &opts.stop,
+        ops::shutdown_signal(),
+    )
+    .await;
+    if matches!(result, Err(Error::Interrupted)) {
+        tracing::warn!("backup interrupted: no snapshot was made; run the backup again");
+    }
     let mut entry = JournalEntry::new("backup", opts.now, &result);
     if let Ok(m) = &result {
         entry.snapshot = Some(m.snapshot.clone());
@@ -513,7 +523,7 @@ async fn cmd_restore(ctx: &Context, a: RestoreArgs, quiet: bool) -> Result<()> {
     }
     let started = chrono::Utc::now();
     // Ctrl-C/SIGTERM stops the restore once its inserts in flight have ended.
-    let result = crate::verify::until_shutdown(
+    let result = crate::interrupt::until_shutdown(
         restore::execute(&repo, &target, &plan, &opts),
         &opts.stop,
         ops::shutdown_signal(),

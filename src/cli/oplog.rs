@@ -112,7 +112,7 @@ pub async fn cmd_restore(
         return plan.refusal().map_or(Ok(()), Err);
     }
     // Ctrl-C/SIGTERM stops the restore (or the replay) once its writes in flight have ended.
-    let summary = crate::verify::until_shutdown(
+    let summary = crate::interrupt::until_shutdown(
         pitr::execute(repo, target, &plan, opts),
         &opts.stop,
         super::ops::shutdown_signal(),

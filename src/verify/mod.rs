@@ -35,10 +35,6 @@ use crate::restore::{self, NsMap, RestoreOptions};
 use crate::source::{classify, Source};
 use crate::{Error, Result};
 
-/// How long an interrupted verification waits for its stopped restore to end before it
-/// drops the scratch databases.
-const STOP_GRACE: Duration = Duration::from_secs(30);
-
 /// Where verification reports live in a repository.
 pub const REPORTS: &str = "reports/verify/";
 
@@ -182,36 +178,10 @@ pub async fn full(
         report.finish();
         Ok(report)
     };
-    let result = until_shutdown(work, &stop, shutdown).await;
+    let result = crate::interrupt::until_shutdown(work, &stop, shutdown).await;
     let abandoned = result.is_err();
     drop_scratch(scratch, &dbs, opts.keep, &opts.scratch_prefix, abandoned).await;
     result
-}
-
-/// `work` (a restore, and for verification its checks), unless `shutdown` resolves first:
-/// then the restore is told to `stop`, and is waited for (at most [`STOP_GRACE`]) so that
-/// its writes in flight have ended before the caller goes on ([`Error::Interrupted`]):
-/// verification drops its scratch databases then (a write that ran on after the drop would
-/// bring a database back).
-pub(crate) async fn until_shutdown<T>(
-    work: impl Future<Output = Result<T>>,
-    stop: &CancellationToken,
-    shutdown: impl Future<Output = ()>,
-) -> Result<T> {
-    let mut work = std::pin::pin!(work);
-    tokio::select! {
-        r = &mut work => r,
-        () = shutdown => {
-            stop.cancel();
-            if tokio::time::timeout(STOP_GRACE, &mut work).await.is_err() {
-                tracing::warn!(
-                    seconds = STOP_GRACE.as_secs(),
-                    "the stopped restore had not ended; going on"
-                );
-            }
-            Err(Error::Interrupted)
-        }
-    }
 }
 
 /// Restore options that put each database of the snapshot into its scratch database.
@@ -238,7 +208,8 @@ pub(crate) fn scratch_label(scratch: &Source, prefix: &str) -> String {
 
 /// Drop the scratch databases (unless `keep`); a failure to drop is a warning. After work
 /// that was `abandoned` (interrupted, or failed), look again for a second, a safeguard: a
-/// write still running on the server (the restore did not end within [`STOP_GRACE`], or
+/// write still running on the server (the restore did not end within
+/// [`crate::interrupt::STOP_GRACE`], or
 /// failed while one was in flight) brings a dropped database back.
 pub(crate) async fn drop_scratch(
     scratch: &Source,

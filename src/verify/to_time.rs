@@ -15,8 +15,7 @@ use mongodb::bson::{doc, RawDocumentBuf, Timestamp};
 use super::compare::digest_of;
 use super::report::{CollectionCheck, VerifyReport};
 use super::{
-    check_scratch_free, drop_scratch, scratch_label, scratch_restore_options, until_shutdown,
-    VerifyOptions,
+    check_scratch_free, drop_scratch, scratch_label, scratch_restore_options, VerifyOptions,
 };
 use crate::digest::ContentDigest;
 use crate::manifest::{CollectionEntry, Manifest};
@@ -111,7 +110,7 @@ pub async fn verify_to_time(
         Ok(report)
     };
     // Interrupted or not, the scratch databases go (unless --keep).
-    let result = until_shutdown(work, &stop, shutdown).await;
+    let result = crate::interrupt::until_shutdown(work, &stop, shutdown).await;
     let abandoned = result.is_err();
     drop_scratch(scratch, &dbs, opts.keep, &opts.scratch_prefix, abandoned).await;
     result
