@@ -781,3 +781,75 @@ fn last_slice_end(repo: &Path) -> String {
     let to = optime(&meta["oplog"]["to"]);
     format!("{}:{}", to.time, to.increment)
 }
+
+#[tokio::test]
+async fn an_oplog_push_stopped_by_sigterm_stores_no_slice_and_a_rerun_continues() {
+    let cwd = tempfile::tempdir().unwrap();
+    let repo = cwd.path().join("repo");
+    let rs = common::PrivateMongod::start(true);
+    let c = common::client(&rs.uri).await;
+    seed(&c, "sig", &["a"], 10).await;
+    mk(cwd.path(), &repo)
+        .env("MONGODB_URI", &rs.uri)
+        .args(["backup", "--db", "sig"])
+        .run()
+        .expect_code(0);
+    // Enough oplog after the snapshot that the push is still reading it when stopped.
+    mongokeep::sample::seed_app(&c, "sig", "orders", 100, 3)
+        .await
+        .unwrap();
+    let push = || {
+        mk(cwd.path(), &repo)
+            .env("MONGODB_URI", &rs.uri)
+            .args(["oplog", "push", "--db", "sig"])
+    };
+    let mut child = push().spawn();
+    // The push holds the repository lock from its start to its end: stop it then.
+    let locks = repo.join("locks");
+    let start = std::time::Instant::now();
+    while !std::fs::read_dir(&locks).is_ok_and(|mut d| d.next().is_some()) {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("push ended ({status}) before it was interrupted");
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "no lock taken");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let signalled = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(signalled);
+    let out: common::Done = child.wait_with_output().unwrap().into();
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("oplog push interrupted"),
+        "{}",
+        out.stderr
+    );
+    // No slice, no partial object, no lock: only the snapshot and the journal.
+    let mut left: Vec<String> = vec![];
+    let mut dirs = vec![repo.clone()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                dirs.push(e.path());
+            } else {
+                left.push(e.path().strip_prefix(&repo).unwrap().display().to_string());
+            }
+        }
+    }
+    assert!(
+        left.iter()
+            .all(|k| k.starts_with("snapshots/") || k.starts_with("journal/")),
+        "{left:?}"
+    );
+    // A rerun continues from the snapshot and stores the slice.
+    let again = push().run();
+    again.expect_code(0);
+    assert!(
+        again.stdout.contains("oplog slice") && again.stdout.contains("continuing snapshot"),
+        "{}",
+        again.stdout
+    );
+}

@@ -64,8 +64,20 @@ pub async fn cmd_oplog(ctx: &Context, a: OplogArgs) -> Result<()> {
         upload: ctx.upload,
         now: chrono::Utc::now(),
         nonce: rand::random(),
+        stop: Default::default(),
     };
-    let out = slices::push(&source, &repo, &opts).await?;
+    // Ctrl-C/SIGTERM stops the push: its upload is aborted and no slice is stored.
+    let out = crate::interrupt::until_shutdown(
+        slices::push(&source, &repo, &opts),
+        &opts.stop,
+        super::ops::shutdown_signal(),
+    )
+    .await
+    .inspect_err(|e| {
+        if matches!(e, crate::Error::Interrupted) {
+            tracing::warn!("oplog push interrupted: no slice was stored; run it again, it continues from the last stored position");
+        }
+    })?;
     if a.json {
         print_json(&out);
         return Ok(());

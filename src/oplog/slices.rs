@@ -171,6 +171,10 @@ pub struct PushOptions {
     pub now: DateTime<Utc>,
     /// Random part of the lock name.
     pub nonce: u64,
+    /// Cancelled to stop the push (Ctrl-C, SIGTERM): the capture stops and aborts its
+    /// upload, no slice is stored, the lock is released and [`push`] returns
+    /// [`Error::Cancelled`]. Once the oplog is stored, the push completes instead.
+    pub stop: CancellationToken,
 }
 
 /// What a push did.
@@ -241,7 +245,7 @@ async fn push_locked(
         upload: opts.upload,
     };
     let (_tx, rx) = watch::channel(Some(stop));
-    let captured = capture(source, repo, &spec, rx, CancellationToken::new()).await?;
+    let captured = capture(source, repo, &spec, rx, opts.stop.child_token()).await?;
     let gap = match captured.first_read {
         Some(first) if first != from => Some(Gap {
             after: from,
