@@ -610,3 +610,83 @@ async fn a_plan_below_min_keep_aborts_before_deleting_anything() {
         assert_eq!(keys(&*store).await, before);
     }
 }
+
+#[tokio::test]
+async fn a_prune_stopped_by_sigterm_ends_the_removal_under_way_releases_the_lock_and_a_rerun_finishes(
+) {
+    use std::io::BufRead;
+    let s = common::services();
+    let t = s.s3();
+    let prefix = common::unique("prunesig");
+    let store = t.store(&prefix).await;
+    let base = Utc.with_ymd_and_hms(2026, 1, 1, 2, 0, 0).unwrap();
+    // Enough snapshots that removing them takes a while (each: a listing and two deletes).
+    let mut ids = vec![];
+    for d in 0..200u16 {
+        ids.push(fake_snapshot(&*store, base + Duration::days(d.into()), d, 10).await);
+    }
+    let cwd = tempfile::tempdir().unwrap();
+    std::fs::write(cwd.path().join("last.toml"), "keep_last = 1\n").unwrap();
+    let prune = || {
+        common::mongokeep(cwd.path()).s3(&t).args([
+            "prune",
+            "--policy",
+            "last.toml",
+            "--repo",
+            &t.repo_url(&prefix),
+        ])
+    };
+    let mut child = prune().spawn();
+    // Stopped once the first snapshot is reported removed.
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("removed snapshot") {
+        line.clear();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "prune ended before it removed anything"
+        );
+    }
+    let signalled = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(signalled);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let out: common::Done = child.wait_with_output().unwrap().into();
+    out.expect_code(1);
+    assert!(out.stderr.contains("prune interrupted"), "{}", out.stderr);
+    // It stopped: snapshots the plan removes are still there, each whole (its manifest
+    // and its data), and every one it reported removed is gone whole.
+    let left = keys(&*store).await;
+    let whole = |id: &str| {
+        left.contains(&Repository::manifest_key(id))
+            && left.contains(&Repository::data_key(id, "app", "orders", "tar.gz"))
+    };
+    let gone = |id: &str| !left.iter().any(|k| k.contains(id));
+    let reported: Vec<&str> = std::iter::once(line.as_str())
+        .chain(rest.lines())
+        .filter(|l| l.starts_with("removed snapshot"))
+        .collect();
+    let kept = ids.iter().filter(|id| whole(id)).count();
+    assert!(kept > 1, "the prune was not stopped: {kept} left");
+    for id in &ids {
+        assert!(whole(id) || gone(id), "{id} half removed: {left:?}");
+        let said = reported.iter().any(|l| l.contains(id.as_str()));
+        assert_eq!(said, gone(id), "{id}: reported {said}, gone {}", gone(id));
+    }
+    assert!(
+        !left.iter().any(|k| k.starts_with("locks/")),
+        "the lock was kept: {left:?}"
+    );
+    // A rerun finishes the plan.
+    prune().run().expect_code(0);
+    let left = keys(&*store).await;
+    let whole_now: Vec<&String> = ids
+        .iter()
+        .filter(|id| left.contains(&Repository::manifest_key(id)))
+        .collect();
+    assert_eq!(whole_now, vec![ids.last().unwrap()]);
+}

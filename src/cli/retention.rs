@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use super::output::{human_bytes, print_json, table};
 use super::Context;
@@ -161,12 +162,24 @@ pub async fn cmd_prune(ctx: &Context, a: PruneArgs) -> Result<()> {
     let repo = ctx.repository().await?;
     repo.check_access().await?;
     if a.dry_run {
-        return prune_locked(&repo, &policy, &a, now).await.map(|_| ());
+        return prune_locked(&repo, &policy, &a, now, &CancellationToken::new())
+            .await
+            .map(|_| ());
     }
     // Plan under the lock: no backup can complete between the plan and its execution.
     let started = Utc::now();
     let guard = lock::acquire(&repo, "prune", started, rand::random()).await?;
-    let result = prune_locked(&repo, &policy, &a, now).await;
+    // Ctrl-C/SIGTERM: the removal under way ends, no other starts, the lock is released.
+    let stop = CancellationToken::new();
+    let result = crate::interrupt::until_shutdown(
+        prune_locked(&repo, &policy, &a, now, &stop),
+        &stop,
+        super::ops::shutdown_signal(),
+    )
+    .await;
+    if matches!(result, Err(Error::Interrupted)) {
+        tracing::warn!("prune interrupted: what it printed as removed is removed, the rest is untouched; run it again to finish");
+    }
     guard.release().await;
     let mut entry = crate::journal::JournalEntry::new("prune", started, &result);
     if let Ok(Some(o)) = &result {
@@ -187,6 +200,7 @@ async fn prune_locked(
     policy: &Policy,
     a: &PruneArgs,
     now: DateTime<Utc>,
+    stop: &CancellationToken,
 ) -> Result<Option<Outcome>> {
     let inventory = prune::inventory(repo).await?;
     let plan = plan(&inventory, policy, now);
@@ -212,13 +226,13 @@ async fn prune_locked(
                     );
                 }
             };
-            let outcome = prune::execute(repo, &plan, &mut report).await?;
+            let outcome = prune::execute(repo, &plan, &mut report, stop).await?;
             let mut said = |name: &str, bytes: u64| {
                 if !a.json {
                     println!("removed oplog {name} ({})", human_bytes(bytes));
                 }
             };
-            slice_retention::execute(repo, &oplog, &mut said).await?;
+            slice_retention::execute(repo, &oplog, &mut said, stop).await?;
             Some(outcome)
         }
         _ => None,

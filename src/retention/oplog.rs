@@ -181,17 +181,27 @@ pub async fn inventory(repo: &Repository, plan: &Plan) -> Result<OplogPlan> {
     })
 }
 
-/// Remove what `plan` removes; returns (slices removed, bytes freed).
+/// Remove what `plan` removes; returns (slices removed, bytes freed). Once `stop` is
+/// cancelled no further removal starts ([`crate::Error::Cancelled`]).
 ///
 /// # Errors
-/// The store failed; what was deleted stays deleted.
+/// The store failed, or `stop` was cancelled; what was deleted stays deleted.
 pub async fn execute(
     repo: &Repository,
     plan: &OplogPlan,
     report: &mut (dyn FnMut(&str, u64) + Send),
+    stop: &tokio_util::sync::CancellationToken,
 ) -> Result<(usize, u64)> {
     let (mut n, mut bytes) = (0, 0);
+    let stopped = || {
+        if stop.is_cancelled() {
+            Err(crate::Error::Cancelled)
+        } else {
+            Ok(())
+        }
+    };
     for d in plan.slices.iter().filter(|d| !d.keep) {
+        stopped()?;
         for k in &d.keys {
             repo.store().delete(k).await.map_err(|e| repo.err(e))?;
         }
@@ -200,6 +210,7 @@ pub async fn execute(
         report(&d.name, d.size_bytes);
     }
     for (k, size) in &plan.orphans {
+        stopped()?;
         repo.store().delete(k).await.map_err(|e| repo.err(e))?;
         bytes += size;
         report(k, *size);

@@ -10,12 +10,13 @@ use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
 
 use super::plan::{GarbageKind, IncompleteSnapshot, Inventory, Plan, SnapshotInfo};
 use crate::manifest::Manifest;
 use crate::repository::{id_time, Repository};
 use crate::storage::{ObjectMeta, StorageError, StorageExt};
-use crate::Result;
+use crate::{Error, Result};
 
 /// Where verification reports live: `reports/verify/<id>/<time>.json`.
 pub const VERIFY_REPORTS: &str = "reports/verify/";
@@ -170,21 +171,27 @@ impl Outcome {
 }
 
 /// Carry out `plan`: every removed snapshot (manifest first, then its data), then the
-/// garbage past its grace period; `report` hears of each removal as it is done. Call it
+/// garbage past its grace period; `report` hears of each removal as it is done. Once `stop`
+/// is cancelled no further removal starts, and the result is [`Error::Cancelled`]: each
+/// removal is done whole or not begun. Call it
 /// holding the repository lock, with a plan made under that lock, after
 /// [`Plan::check_floor`].
 ///
 /// # Errors
-/// The store failed; what was deleted until then stays deleted, and what remains is
-/// either untouched or garbage for the next prune.
+/// The store failed, or `stop` was cancelled; what was deleted until then stays deleted,
+/// and what remains is either untouched or garbage for the next prune.
 pub async fn execute(
     repo: &Repository,
     plan: &Plan,
     report: &mut (dyn FnMut(&Removal) + Send),
+    stop: &CancellationToken,
 ) -> Result<Outcome> {
     let store = repo.store();
     let mut out = Outcome::default();
     for d in plan.removed() {
+        if stop.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
         // Sizes from the listing, so bytes freed is what the store really held.
         let objects = list_folder(repo, &d.id).await?;
         let manifest = Repository::manifest_key(&d.id);
@@ -210,6 +217,9 @@ pub async fn execute(
         );
     }
     for g in plan.garbage_to_remove() {
+        if stop.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
         match &g.kind {
             GarbageKind::IncompleteSnapshot(s) => {
                 let objects = list_folder(repo, &s.id).await?;

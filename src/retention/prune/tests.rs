@@ -168,9 +168,15 @@ async fn a_removed_snapshot_loses_its_manifest_before_its_data() {
         Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).unwrap(),
     );
     let mut heard = Vec::new();
-    let out = execute(&repo, &p, &mut |r: &Removal| heard.push(r.name.clone()))
-        .await
-        .unwrap();
+    let stop = CancellationToken::new();
+    let out = execute(
+        &repo,
+        &p,
+        &mut |r: &Removal| heard.push(r.name.clone()),
+        &stop,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         heard,
         vec!["20260502T020000Z-0002", "20260501T020000Z-0001"]
@@ -194,5 +200,46 @@ async fn a_removed_snapshot_loses_its_manifest_before_its_data() {
         store.list("snapshots/").await.unwrap().len(),
         3,
         "the kept snapshot lost objects"
+    );
+}
+
+#[tokio::test]
+async fn a_stopped_prune_ends_the_removal_under_way_and_starts_no_other() {
+    let (store, repo) = repo_with_three().await;
+    let inv = inventory(&repo).await.unwrap();
+    let policy = Policy::parse("keep_last = 1", "test").unwrap();
+    let p = plan(
+        &inv,
+        &policy,
+        Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).unwrap(),
+    );
+    // Stopped while the first removal runs (heard once it is done).
+    let stop = CancellationToken::new();
+    let mut heard = Vec::new();
+    let r = execute(
+        &repo,
+        &p,
+        &mut |r: &Removal| {
+            heard.push(r.name.clone());
+            stop.cancel();
+        },
+        &stop,
+    )
+    .await;
+    assert!(matches!(r, Err(Error::Cancelled)), "{r:?}");
+    assert_eq!(heard, vec!["20260502T020000Z-0002"]);
+    // That snapshot is gone whole; the other one the plan removes is untouched.
+    let left: Vec<String> = store
+        .list("snapshots/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert!(!left.iter().any(|k| k.contains("-0002/")), "{left:?}");
+    assert_eq!(
+        left.iter().filter(|k| k.contains("-0001/")).count(),
+        3,
+        "{left:?}"
     );
 }
