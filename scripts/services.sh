@@ -120,6 +120,7 @@ cmd_mongod_start() {
       --replset) rs=--replset; args+=(--replSet rs0) ;;
       --auth) args+=(--auth) ;;
       --fast-ttl) args+=(--setParameter ttlMonitorSleepSecs=1) ;; # TTL deletes within 1 s, not 60
+      --test-commands) args+=(--setParameter enableTestCommands=1) ;; # failpoints (configureFailPoint)
       *) log "mongod-start: unknown flag $flag"; return 2 ;;
     esac
   done

@@ -414,7 +414,19 @@ async fn a_stopped_restore_ends_once_its_inserts_have_and_writes_nothing_after()
         .unwrap();
     let (repo, manifest) = backup_into_repo(cwd.path(), &s.rs_uri, &db).await;
     let total = manifest.collections[0].count;
-    let scratch = Source::connect(&s.standalone_uri).await.unwrap();
+    // Every insert is held a second before it runs, so that when the restore is stopped
+    // it has inserts in flight that land a second later, unless they are waited for.
+    let server = common::PrivateMongod::start_with(&["--test-commands"]);
+    let admin = common::client(&server.uri).await.database("admin");
+    admin
+        .run_command(doc! {
+            "configureFailPoint": "failCommand",
+            "mode": "alwaysOn",
+            "data": { "failCommands": ["insert"], "blockConnection": true, "blockTimeMS": 1000 },
+        })
+        .await
+        .unwrap();
+    let scratch = Source::connect(&server.uri).await.unwrap();
     let target = common::unique("vstopped");
     let opts = RestoreOptions {
         map: NsMap::new(&[format!("{db}.*")], &[format!("{target}.*")]).unwrap(),
@@ -422,7 +434,7 @@ async fn a_stopped_restore_ends_once_its_inserts_have_and_writes_nothing_after()
         ..Default::default()
     };
     let plan = restore::plan(&manifest, &scratch, &opts).await.unwrap();
-    let orders = common::client(&s.standalone_uri)
+    let orders = common::client(&server.uri)
         .await
         .database(&target)
         .collection::<Document>("orders");
@@ -442,7 +454,8 @@ async fn a_stopped_restore_ends_once_its_inserts_have_and_writes_nothing_after()
     assert!(matches!(r, Err(mongokeep::Error::Cancelled)), "{r:?}");
     let at_return = orders.count_documents(doc! {}).await.unwrap();
     assert!(at_return < total, "stopped after {at_return} of {total}");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Longer than an insert is held: one still in flight at the return would land by then.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(
         orders.count_documents(doc! {}).await.unwrap(),
         at_return,
@@ -452,7 +465,6 @@ async fn a_stopped_restore_ends_once_its_inserts_have_and_writes_nothing_after()
     let names: Vec<String> = orders.list_index_names().await.unwrap();
     assert_eq!(names, ["_id_"]);
     assert!(manifest.collections[0].indexes.len() > 1);
-    orders.client().database(&target).drop().await.unwrap();
     client.database(&db).drop().await.unwrap();
 }
 

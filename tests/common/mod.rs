@@ -241,7 +241,8 @@ impl PrivateMongod {
         Self::start_with(if replset { &["--replset"] } else { &[] })
     }
 
-    /// Start with `scripts/services.sh mongod-start` flags (`--replset`, `--auth`).
+    /// Start with `scripts/services.sh mongod-start` flags (`--replset`, `--auth`,
+    /// `--fast-ttl`, `--test-commands`).
     pub fn start_with(flags: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
