@@ -412,15 +412,6 @@ async fn mongodb_stopped_mid_backup_aborts_the_upload_and_leaves_nothing() {
     only_the_failed_backup_entry(&*store, &common::keys(&*store, "").await, "MongoDB").await;
 }
 
-fn sigterm(child: &std::process::Child) {
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "could not signal the backup");
-}
-
 /// `keys` (all that a failed backup left in `store`) are its journal entry alone: a
 /// failure whose error says `says`.
 async fn only_the_failed_backup_entry(store: &dyn Storage, keys: &[String], says: &str) {
@@ -466,7 +457,7 @@ async fn a_backup_stopped_by_sigterm_aborts_its_uploads_removes_what_it_stored_a
         .args(["-v", "backup", "--db", &db, "--repo", &t.repo_url(&prefix)])
         .spawn();
     wait_for_upload(&*store, "", &mut child).await;
-    sigterm(&child);
+    common::sigterm(&child);
     let out = finish(child);
     out.expect_code(INTERNAL);
     assert!(out.stderr.contains("backup interrupted"), "{}", out.stderr);
@@ -499,7 +490,7 @@ async fn a_backup_stopped_by_sigterm_aborts_its_uploads_removes_what_it_stored_a
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    sigterm(&child);
+    common::sigterm(&child);
     let out = finish(child);
     out.expect_code(INTERNAL);
     assert!(out.stderr.contains("backup interrupted"), "{}", out.stderr);

@@ -814,12 +814,7 @@ async fn an_oplog_push_stopped_by_sigterm_stores_no_slice_and_a_rerun_continues(
         assert!(start.elapsed() < Duration::from_secs(60), "no lock taken");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let signalled = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(signalled);
+    common::sigterm(&child);
     let out: common::Done = child.wait_with_output().unwrap().into();
     out.expect_code(1);
     assert!(

@@ -647,12 +647,7 @@ async fn a_prune_stopped_by_sigterm_ends_the_removal_under_way_releases_the_lock
             "prune ended before it removed anything"
         );
     }
-    let signalled = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(signalled);
+    common::sigterm(&child);
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
     let out: common::Done = child.wait_with_output().unwrap().into();

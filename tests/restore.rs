@@ -797,10 +797,7 @@ async fn stopped_by_sigterm(s: &common::Services, source: &str) {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    common::sigterm(&child);
     let out: common::Done = child.wait_with_output().unwrap().into();
     assert_ne!(out.code, 0, "{}", out.all());
     assert!(

@@ -383,10 +383,7 @@ async fn unreachable_or_occupied_scratch_is_refused_and_an_interrupted_verify_cl
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    common::sigterm(&child);
     let out: common::Done = child.wait_with_output().unwrap().into();
     assert_ne!(out.code, 0, "{}", out.all());
     assert!(out.stderr.contains("interrupted"), "{}", out.stderr);

@@ -395,3 +395,13 @@ pub async fn keys(store: &dyn Storage, prefix: &str) -> Vec<String> {
         .map(|o| o.key)
         .collect()
 }
+
+/// Send SIGTERM to a spawned mongokeep (as Ctrl-C or a service manager's stop would).
+pub fn sigterm(child: &std::process::Child) {
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "could not signal process {}", child.id());
+}

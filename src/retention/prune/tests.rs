@@ -157,16 +157,21 @@ async fn inventory_reads_tags_sizes_verification_and_incomplete_folders() {
     assert_eq!(inv.incomplete[0].size_bytes, 3);
 }
 
-#[tokio::test]
-async fn a_removed_snapshot_loses_its_manifest_before_its_data() {
-    let (store, repo) = repo_with_three().await;
-    let inv = inventory(&repo).await.unwrap();
+/// The plan of `keep_last = 1` on June 1st: the two older snapshots go.
+async fn keep_last_one(repo: &Repository) -> Plan {
+    let inv = inventory(repo).await.unwrap();
     let policy = Policy::parse("keep_last = 1", "test").unwrap();
-    let p = plan(
+    plan(
         &inv,
         &policy,
         Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).unwrap(),
-    );
+    )
+}
+
+#[tokio::test]
+async fn a_removed_snapshot_loses_its_manifest_before_its_data() {
+    let (store, repo) = repo_with_three().await;
+    let p = keep_last_one(&repo).await;
     let mut heard = Vec::new();
     let stop = CancellationToken::new();
     let out = execute(
@@ -206,13 +211,7 @@ async fn a_removed_snapshot_loses_its_manifest_before_its_data() {
 #[tokio::test]
 async fn a_stopped_prune_ends_the_removal_under_way_and_starts_no_other() {
     let (store, repo) = repo_with_three().await;
-    let inv = inventory(&repo).await.unwrap();
-    let policy = Policy::parse("keep_last = 1", "test").unwrap();
-    let p = plan(
-        &inv,
-        &policy,
-        Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).unwrap(),
-    );
+    let p = keep_last_one(&repo).await;
     // Stopped while the first removal runs (heard once it is done).
     let stop = CancellationToken::new();
     let mut heard = Vec::new();
