@@ -12,6 +12,15 @@ use crate::{Error, Result};
 /// How long a stopped run is waited for before the caller goes on without it.
 pub(crate) const STOP_GRACE: Duration = Duration::from_secs(30);
 
+/// [`Error::Cancelled`] once `stop` is cancelled: for a loop to check before each step.
+pub(crate) fn stopped(stop: &CancellationToken) -> Result<()> {
+    if stop.is_cancelled() {
+        Err(Error::Cancelled)
+    } else {
+        Ok(())
+    }
+}
+
 /// `work`, unless `shutdown` resolves first: then `work` is told to `stop` and is waited for
 /// (at most [`STOP_GRACE`]), so that what it does on a stop (end its writes in flight,
 /// remove what it stored) is done before the caller goes on; the result is then

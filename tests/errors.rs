@@ -303,22 +303,13 @@ async fn a_second_writer_gets_the_lock_held_code_and_a_stale_lock_is_ignored() {
 /// Wait until `store` shows a multipart upload in progress under `prefix`: the backup is
 /// then in the middle of streaming a collection.
 async fn wait_for_upload(store: &dyn Storage, prefix: &str, child: &mut std::process::Child) {
-    let start = Instant::now();
-    loop {
-        if let Ok(p) = store.list_pending_uploads(prefix).await {
-            if !p.is_empty() {
-                return;
-            }
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("backup ended ({status}) before it was interrupted");
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "no upload started"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_while_running(child, "an upload started", || async {
+        store
+            .list_pending_uploads(prefix)
+            .await
+            .is_ok_and(|p| !p.is_empty())
+    })
+    .await;
 }
 
 fn finish(child: std::process::Child) -> common::Done {
@@ -476,20 +467,13 @@ async fn a_backup_stopped_by_sigterm_aborts_its_uploads_removes_what_it_stored_a
         .args(["backup", "--db", &db, "--repo", "./repo"])
         .spawn();
     let partial = cwd.path().join("repo/.tmp");
-    let start = Instant::now();
-    while !std::fs::read_dir(&partial).is_ok_and(|d| {
-        d.flatten()
-            .any(|e| e.metadata().is_ok_and(|m| m.is_file() && m.len() > 0))
-    }) {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("backup ended ({status}) before it was interrupted");
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "no object started"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    common::wait_while_running(&mut child, "an object was being written", || async {
+        std::fs::read_dir(&partial).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.metadata().is_ok_and(|m| m.is_file() && m.len() > 0))
+        })
+    })
+    .await;
     common::sigterm(&child);
     let out = finish(child);
     out.expect_code(INTERNAL);

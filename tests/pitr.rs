@@ -806,14 +806,10 @@ async fn an_oplog_push_stopped_by_sigterm_stores_no_slice_and_a_rerun_continues(
     let mut child = push().spawn();
     // The push holds the repository lock from its start to its end: stop it then.
     let locks = repo.join("locks");
-    let start = std::time::Instant::now();
-    while !std::fs::read_dir(&locks).is_ok_and(|mut d| d.next().is_some()) {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("push ended ({status}) before it was interrupted");
-        }
-        assert!(start.elapsed() < Duration::from_secs(60), "no lock taken");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    common::wait_while_running(&mut child, "the lock was taken", || async {
+        std::fs::read_dir(&locks).is_ok_and(|mut d| d.next().is_some())
+    })
+    .await;
     common::sigterm(&child);
     let out: common::Done = child.wait_with_output().unwrap().into();
     out.expect_code(1);

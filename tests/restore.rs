@@ -640,28 +640,34 @@ async fn unreachable_and_read_only_targets_are_target_errors() {
         .unwrap();
 }
 
+/// A new database (named from `name`) of `mib` MiB of app documents in `source`, backed up
+/// (gzip:1) into `./repo` under `cwd`; the client and the database's name.
+async fn seeded_backup(
+    cwd: &std::path::Path,
+    source: &str,
+    name: &str,
+    mib: u64,
+    seed: u64,
+) -> (Client, String) {
+    let src = common::client(source).await;
+    let db = common::unique(name);
+    mongokeep::sample::seed_app(&src, &db, "orders", mib, seed)
+        .await
+        .unwrap();
+    common::mongokeep(cwd)
+        .env("MONGODB_URI", source)
+        .args(["backup", "--db", &db, "--repo", "./repo"])
+        .args(["--compression", "gzip:1"])
+        .run()
+        .expect_code(0);
+    (src, db)
+}
+
 #[tokio::test]
 async fn a_target_stopped_mid_restore_fails_clearly_and_a_rerun_with_drop_completes() {
     let s = common::services();
     let cwd = tempfile::tempdir().unwrap();
-    let src = common::client(&s.rs_uri).await;
-    let db = common::unique("midrestore");
-    mongokeep::sample::seed_app(&src, &db, "orders", 100, 4)
-        .await
-        .unwrap();
-    common::mongokeep(cwd.path())
-        .env("MONGODB_URI", &s.rs_uri)
-        .args([
-            "backup",
-            "--db",
-            &db,
-            "--repo",
-            "./repo",
-            "--compression",
-            "gzip:1",
-        ])
-        .run()
-        .expect_code(0);
+    let (src, db) = seeded_backup(cwd.path(), &s.rs_uri, "midrestore", 100, 4).await;
     let expected = src
         .database(&db)
         .collection::<Document>("orders")
@@ -749,24 +755,7 @@ async fn a_restore_stopped_by_sigterm_ends_its_inserts_says_so_and_a_rerun_with_
 
 async fn stopped_by_sigterm(s: &common::Services, source: &str) {
     let cwd = tempfile::tempdir().unwrap();
-    let src = common::client(source).await;
-    let db = common::unique("sigrestore");
-    mongokeep::sample::seed_app(&src, &db, "orders", 80, 6)
-        .await
-        .unwrap();
-    common::mongokeep(cwd.path())
-        .env("MONGODB_URI", source)
-        .args([
-            "backup",
-            "--db",
-            &db,
-            "--repo",
-            "./repo",
-            "--compression",
-            "gzip:1",
-        ])
-        .run()
-        .expect_code(0);
+    let (src, db) = seeded_backup(cwd.path(), source, "sigrestore", 80, 6).await;
     let target_db = common::unique("sigrestored");
     let restore = |extra: &[&str]| {
         common::mongokeep(cwd.path())
@@ -785,18 +774,10 @@ async fn stopped_by_sigterm(s: &common::Services, source: &str) {
         .database(&target_db)
         .collection::<Document>("orders");
     let mut child = restore(&[]).spawn();
-    let start = Instant::now();
-    while coll.estimated_document_count().await.unwrap_or(0) == 0 {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "restore ended before it was interrupted"
-        );
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no document arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    common::wait_while_running(&mut child, "a document arrived", || async {
+        coll.estimated_document_count().await.unwrap_or(0) > 0
+    })
+    .await;
     common::sigterm(&child);
     let out: common::Done = child.wait_with_output().unwrap().into();
     assert_ne!(out.code, 0, "{}", out.all());

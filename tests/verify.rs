@@ -368,21 +368,12 @@ async fn unreachable_or_occupied_scratch_is_refused_and_an_interrupted_verify_cl
             &format!("{}{prefix}", s.standalone_uri),
         ])
         .spawn();
-    let start = Instant::now();
-    while databases_with_prefix(&s.standalone_uri, &prefix)
-        .await
-        .is_empty()
-    {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "verify ended before it was interrupted"
-        );
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no scratch database appeared"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    common::wait_while_running(&mut child, "a scratch database appeared", || async {
+        !databases_with_prefix(&s.standalone_uri, &prefix)
+            .await
+            .is_empty()
+    })
+    .await;
     common::sigterm(&child);
     let out: common::Done = child.wait_with_output().unwrap().into();
     assert_ne!(out.code, 0, "{}", out.all());

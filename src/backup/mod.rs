@@ -177,10 +177,8 @@ async fn run_locked(
     .await?;
     let mut totals = Totals::of(&entries);
     totals.stored_bytes += oplog.as_ref().map_or(0, |o| o.object.size);
-    if opts.stop.is_cancelled() {
-        // Stopped after the last collection ended: the run is undone all the same.
-        return Err(Error::Cancelled);
-    }
+    // Stopped after the last collection ended: the run is undone all the same.
+    crate::interrupt::stopped(&opts.stop)?;
     let manifest = Manifest {
         format: "mongokeep-manifest".into(),
         format_version: FORMAT_VERSION,

@@ -424,15 +424,12 @@ async fn cmd_backup(ctx: &Context, a: BackupArgs) -> Result<()> {
         stop: Default::default(),
     };
     // Ctrl-C/SIGTERM stops the backup: its uploads are aborted and what it stored removed.
-    let result = crate::interrupt::until_shutdown(
+    let result = ops::stoppable(
         backup::run(&source, &repo, &opts),
         &opts.stop,
-        ops::shutdown_signal(),
+        "backup interrupted: no snapshot was made; run the backup again",
     )
     .await;
-    if matches!(result, Err(Error::Interrupted)) {
-        tracing::warn!("backup interrupted: no snapshot was made; run the backup again");
-    }
     let mut entry = JournalEntry::new("backup", opts.now, &result);
     if let Ok(m) = &result {
         entry.snapshot = Some(m.snapshot.clone());
@@ -523,15 +520,12 @@ async fn cmd_restore(ctx: &Context, a: RestoreArgs, quiet: bool) -> Result<()> {
     }
     let started = chrono::Utc::now();
     // Ctrl-C/SIGTERM stops the restore once its inserts in flight have ended.
-    let result = crate::interrupt::until_shutdown(
+    let result = ops::stoppable(
         restore::execute(&repo, &target, &plan, &opts),
         &opts.stop,
-        ops::shutdown_signal(),
+        ops::RESTORE_INTERRUPTED,
     )
     .await;
-    if matches!(result, Err(Error::Interrupted)) {
-        tracing::warn!("restore interrupted: the target holds part of the snapshot; run the restore again with --drop to replace it");
-    }
     let mut entry = JournalEntry::new("restore", started, &result);
     entry.snapshot = Some(manifest.snapshot.clone());
     if let Ok(s) = &result {

@@ -67,17 +67,12 @@ pub async fn cmd_oplog(ctx: &Context, a: OplogArgs) -> Result<()> {
         stop: Default::default(),
     };
     // Ctrl-C/SIGTERM stops the push: its upload is aborted and no slice is stored.
-    let out = crate::interrupt::until_shutdown(
+    let out = super::ops::stoppable(
         slices::push(&source, &repo, &opts),
         &opts.stop,
-        super::ops::shutdown_signal(),
+        "oplog push interrupted: no slice was stored; run it again, it continues from the last stored position",
     )
-    .await
-    .inspect_err(|e| {
-        if matches!(e, crate::Error::Interrupted) {
-            tracing::warn!("oplog push interrupted: no slice was stored; run it again, it continues from the last stored position");
-        }
-    })?;
+    .await?;
     if a.json {
         print_json(&out);
         return Ok(());
@@ -124,17 +119,12 @@ pub async fn cmd_restore(
         return plan.refusal().map_or(Ok(()), Err);
     }
     // Ctrl-C/SIGTERM stops the restore (or the replay) once its writes in flight have ended.
-    let summary = crate::interrupt::until_shutdown(
+    let summary = super::ops::stoppable(
         pitr::execute(repo, target, &plan, opts),
         &opts.stop,
-        super::ops::shutdown_signal(),
+        super::ops::RESTORE_INTERRUPTED,
     )
-    .await
-    .inspect_err(|e| {
-        if matches!(e, crate::Error::Interrupted) {
-            tracing::warn!("restore interrupted: the target holds part of the snapshot; run the restore again with --drop to replace it");
-        }
-    })?;
+    .await?;
     if json {
         print_json(&summary);
     } else {

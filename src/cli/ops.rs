@@ -238,6 +238,23 @@ pub(crate) async fn cmd_verify(ctx: &Context, a: VerifyArgs) -> Result<()> {
     }
 }
 
+/// What an interrupted restore (plain or point-in-time) says.
+pub(crate) const RESTORE_INTERRUPTED: &str = "restore interrupted: the target holds part of the snapshot; run the restore again with --drop to replace it";
+
+/// `work`, stopped through `stop` on Ctrl-C/SIGTERM ([`crate::interrupt::until_shutdown`]);
+/// when it was, `said` (what the interruption left and what to do) is logged as a warning.
+pub(crate) async fn stoppable<T>(
+    work: impl std::future::Future<Output = Result<T>>,
+    stop: &tokio_util::sync::CancellationToken,
+    said: &str,
+) -> Result<T> {
+    let r = crate::interrupt::until_shutdown(work, stop, shutdown_signal()).await;
+    if matches!(r, Err(Error::Interrupted)) {
+        tracing::warn!("{said}");
+    }
+    r
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]

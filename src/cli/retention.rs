@@ -171,15 +171,12 @@ pub async fn cmd_prune(ctx: &Context, a: PruneArgs) -> Result<()> {
     let guard = lock::acquire(&repo, "prune", started, rand::random()).await?;
     // Ctrl-C/SIGTERM: the removal under way ends, no other starts, the lock is released.
     let stop = CancellationToken::new();
-    let result = crate::interrupt::until_shutdown(
+    let result = super::ops::stoppable(
         prune_locked(&repo, &policy, &a, now, &stop),
         &stop,
-        super::ops::shutdown_signal(),
+        "prune interrupted: what it printed as removed is removed, the rest is untouched; run it again to finish",
     )
     .await;
-    if matches!(result, Err(Error::Interrupted)) {
-        tracing::warn!("prune interrupted: what it printed as removed is removed, the rest is untouched; run it again to finish");
-    }
     guard.release().await;
     let mut entry = crate::journal::JournalEntry::new("prune", started, &result);
     if let Ok(Some(o)) = &result {

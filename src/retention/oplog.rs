@@ -193,15 +193,8 @@ pub async fn execute(
     stop: &tokio_util::sync::CancellationToken,
 ) -> Result<(usize, u64)> {
     let (mut n, mut bytes) = (0, 0);
-    let stopped = || {
-        if stop.is_cancelled() {
-            Err(crate::Error::Cancelled)
-        } else {
-            Ok(())
-        }
-    };
     for d in plan.slices.iter().filter(|d| !d.keep) {
-        stopped()?;
+        crate::interrupt::stopped(stop)?;
         for k in &d.keys {
             repo.store().delete(k).await.map_err(|e| repo.err(e))?;
         }
@@ -210,7 +203,7 @@ pub async fn execute(
         report(&d.name, d.size_bytes);
     }
     for (k, size) in &plan.orphans {
-        stopped()?;
+        crate::interrupt::stopped(stop)?;
         repo.store().delete(k).await.map_err(|e| repo.err(e))?;
         bytes += size;
         report(k, *size);

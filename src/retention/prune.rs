@@ -16,7 +16,7 @@ use super::plan::{GarbageKind, IncompleteSnapshot, Inventory, Plan, SnapshotInfo
 use crate::manifest::Manifest;
 use crate::repository::{id_time, Repository};
 use crate::storage::{ObjectMeta, StorageError, StorageExt};
-use crate::{Error, Result};
+use crate::Result;
 
 /// Where verification reports live: `reports/verify/<id>/<time>.json`.
 pub const VERIFY_REPORTS: &str = "reports/verify/";
@@ -189,9 +189,7 @@ pub async fn execute(
     let store = repo.store();
     let mut out = Outcome::default();
     for d in plan.removed() {
-        if stop.is_cancelled() {
-            return Err(Error::Cancelled);
-        }
+        crate::interrupt::stopped(stop)?;
         // Sizes from the listing, so bytes freed is what the store really held.
         let objects = list_folder(repo, &d.id).await?;
         let manifest = Repository::manifest_key(&d.id);
@@ -217,9 +215,7 @@ pub async fn execute(
         );
     }
     for g in plan.garbage_to_remove() {
-        if stop.is_cancelled() {
-            return Err(Error::Cancelled);
-        }
+        crate::interrupt::stopped(stop)?;
         match &g.kind {
             GarbageKind::IncompleteSnapshot(s) => {
                 let objects = list_folder(repo, &s.id).await?;

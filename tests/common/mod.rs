@@ -405,3 +405,23 @@ pub fn sigterm(child: &std::process::Child) {
         .success();
     assert!(ok, "could not signal process {}", child.id());
 }
+
+/// Poll `ready` every 5 ms until it holds, while `child` runs: the moment a test stops a
+/// run at. Panics if `child` ends first or two minutes pass.
+pub async fn wait_while_running<F, Fut>(child: &mut std::process::Child, what: &str, mut ready: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !ready().await {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run ended ({status}) before {what}");
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "no {what} within two minutes"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}

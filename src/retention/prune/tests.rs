@@ -12,6 +12,7 @@ use crate::storage::memory::MemoryStore;
 use crate::storage::{
     ByteStream, ListResult, MultipartUpload, PendingUpload, Storage, StorageResult,
 };
+use crate::Error;
 
 /// A memory store that records the order of deletions.
 #[derive(Debug, Default)]
