@@ -1,8 +1,10 @@
 //! `mongokeep export`: a snapshot as a mongodump-compatible folder, `<db>/<coll>.bson` and
 //! `<db>/<coll>.metadata.json`, so a stock `mongorestore --dir DIR` is always a way out.
-//! Every object is checked against the manifest while it streams; files are written under
-//! a temporary name and renamed when complete, so a failed export leaves no `.bson` that
-//! looks whole.
+//! Every object is checked against the manifest while it streams. The folder is built
+//! under a hidden name and moved into place only once every collection is written and
+//! checked ([`export`]): a failed or interrupted export leaves no folder that a
+//! `mongorestore --dir` would take for a whole snapshot (it used to leave the collections
+//! finished before the failure, which would restore a subset without a word).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -15,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::archive::{self, Codec, Entry};
 use crate::error::root_cause;
 use crate::fetch::{fetch_verified, ChannelReader};
+use crate::interrupt::stopped;
 use crate::manifest::{CollectionEntry, Manifest};
 use crate::repository::Repository;
 use crate::{Error, Result};
@@ -69,12 +72,129 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |e| Error::io(format!("writing {}", path.display()), e)
 }
 
-/// Write every collection of `manifest` into `out` (created if missing).
+/// Write every collection of `manifest` into `out`, which must not exist or be an empty
+/// folder. The files are written into a hidden folder and moved into place only once all
+/// are written and checked; on any failure, or once `stop` is cancelled, that folder is
+/// removed and `out` is left as it was.
+///
+/// - A new `out` is built beside it, `.<name>.mongokeep-partial`, and renamed to `out` in
+///   one step.
+/// - An existing empty `out` (a mount point, say) is built inside it, in
+///   `.mongokeep-partial`, whose database folders are then renamed into `out`: only a
+///   `kill -9` between those renames could leave part of them, with the hidden folder
+///   still there to show it.
+///
+/// A hidden folder left by a killed export is removed by the next one.
 ///
 /// # Errors
-/// The output folder is not writable, the repository failed, or an object differs from
-/// the manifest.
-pub async fn export(repo: &Repository, manifest: &Manifest, out: &Path) -> Result<ExportSummary> {
+/// `out` is a file or holds files ([`Error::Config`]), the output folder is not writable,
+/// the repository failed, an object differs from the manifest, or the export was stopped
+/// ([`Error::Cancelled`]).
+pub async fn export(
+    repo: &Repository,
+    manifest: &Manifest,
+    out: &Path,
+    stop: &CancellationToken,
+) -> Result<ExportSummary> {
+    let staging = match check_out(out)? {
+        Out::New => sibling_staging(out),
+        Out::Empty => out.join(STAGING),
+    };
+    if staging.exists() {
+        // Left by an export that was killed: a half-made folder of ours.
+        std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
+    }
+    std::fs::create_dir_all(&staging).map_err(io(&staging))?;
+    let published = match write_all(repo, manifest, &staging, stop).await {
+        Ok(summary) => publish(&staging, out).map(|()| summary),
+        Err(e) => Err(e),
+    };
+    match published {
+        Ok(mut summary) => {
+            summary.out = out.display().to_string();
+            Ok(summary)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            Err(e)
+        }
+    }
+}
+
+/// The hidden folder an export into an existing empty folder is built in.
+const STAGING: &str = ".mongokeep-partial";
+
+/// What `--out` names.
+enum Out {
+    New,
+    Empty,
+}
+
+/// `out` may be missing or an empty folder (one holding only a killed export's hidden
+/// folder counts as empty); anything else is refused before a byte is fetched, so that an
+/// export never mixes with files already there.
+fn check_out(out: &Path) -> Result<Out> {
+    match std::fs::read_dir(out) {
+        Ok(entries) => {
+            for entry in entries {
+                let entry =
+                    entry.map_err(|e| Error::io(format!("reading {}", out.display()), e))?;
+                if entry.file_name() != STAGING {
+                    return Err(Error::Config(format!(
+                        "--out {} is not empty\n  fix: name a new or empty folder (an export \
+                         never writes over or beside files already there)",
+                        out.display()
+                    )));
+                }
+            }
+            Ok(Out::Empty)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Out::New),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Err(Error::Config(format!(
+            "--out {} is a file\n  fix: name a new or empty folder",
+            out.display()
+        ))),
+        Err(e) => Err(Error::io(format!("reading {}", out.display()), e)),
+    }
+}
+
+/// The hidden folder beside a new `out` that the export is built in.
+fn sibling_staging(out: &Path) -> PathBuf {
+    let name = out
+        .file_name()
+        .map_or_else(|| "export".into(), |n| n.to_string_lossy().into_owned());
+    out.with_file_name(format!(".{name}{STAGING}"))
+}
+
+/// Move the complete, synced `staging` folder into place as `out`.
+fn publish(staging: &Path, out: &Path) -> Result<()> {
+    sync_dir(staging)?;
+    if staging.parent() == Some(out) {
+        for entry in std::fs::read_dir(staging).map_err(io(staging))? {
+            let name = entry.map_err(io(staging))?.file_name();
+            std::fs::rename(staging.join(&name), out.join(&name)).map_err(io(out))?;
+        }
+        std::fs::remove_dir(staging).map_err(io(staging))?;
+        sync_dir(out)
+    } else {
+        std::fs::rename(staging, out).map_err(io(out))?;
+        match out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            Some(parent) => sync_dir(parent),
+            None => sync_dir(Path::new(".")),
+        }
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
+async fn write_all(
+    repo: &Repository,
+    manifest: &Manifest,
+    out: &Path,
+    stop: &CancellationToken,
+) -> Result<ExportSummary> {
     let mut summary = ExportSummary {
         snapshot: manifest.snapshot.clone(),
         out: out.display().to_string(),
@@ -84,11 +204,12 @@ pub async fn export(repo: &Repository, manifest: &Manifest, out: &Path) -> Resul
         bson_bytes: 0,
     };
     for e in &manifest.collections {
+        stopped(stop)?;
         let dir = out.join(&e.db);
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let meta_path = dir.join(format!("{}.metadata.json", dump_file_name(&e.name)));
         let meta = serde_json::to_vec(&metadata(e)).expect("metadata serializes");
-        write_atomic(&meta_path, |f| f.write_all(&meta))?;
+        write_file(&meta_path, |f| f.write_all(&meta))?;
         if e.kind == "view" {
             summary.views += 1;
             continue;
@@ -96,51 +217,56 @@ pub async fn export(repo: &Repository, manifest: &Manifest, out: &Path) -> Resul
         // Time-series data are the buckets, in the file mongodump names after them.
         let data_name = e.stored_from.clone().unwrap_or_else(|| e.name.clone());
         let bson_path = dir.join(format!("{}.bson", dump_file_name(&data_name)));
-        let (docs, bytes) = write_bson(repo, e, &bson_path).await?;
+        let (docs, bytes) = write_bson(repo, e, &bson_path, stop).await?;
         summary.collections += 1;
         summary.documents += docs;
         summary.bson_bytes += bytes;
     }
+    let dbs: std::collections::BTreeSet<&str> =
+        manifest.collections.iter().map(|e| e.db.as_str()).collect();
+    for db in dbs {
+        sync_dir(&out.join(db))?;
+    }
     Ok(summary)
 }
 
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".partial");
-    path.with_file_name(name)
-}
-
-fn write_atomic(
+fn write_file(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
 ) -> Result<()> {
-    let tmp = tmp_path(path);
-    let mut f = BufWriter::new(File::create(&tmp).map_err(io(&tmp))?);
-    write(&mut f).map_err(io(&tmp))?;
+    let mut f = BufWriter::new(File::create(path).map_err(io(path))?);
+    write(&mut f).map_err(io(path))?;
     f.into_inner()
-        .map_err(|e| io(&tmp)(e.into_error()))?
+        .map_err(|e| io(path)(e.into_error()))?
         .sync_all()
-        .map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+        .map_err(io(path))
 }
 
-async fn write_bson(repo: &Repository, e: &CollectionEntry, path: &Path) -> Result<(u64, u64)> {
-    let tmp = tmp_path(path);
-    let mut file = BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(io(&tmp))?);
+async fn write_bson(
+    repo: &Repository,
+    e: &CollectionEntry,
+    path: &Path,
+    stop: &CancellationToken,
+) -> Result<(u64, u64)> {
+    let mut file = BufWriter::with_capacity(1 << 20, File::create(path).map_err(io(path))?);
     let mut docs = 0u64;
     let mut bytes = 0u64;
     let codec = Codec::for_reading(&e.codec);
-    let cancel = CancellationToken::new();
+    let cancel = stop.child_token();
     for obj in &e.objects {
         let (tx, rx) = mpsc::channel(8);
-        let tmp2 = tmp.clone();
+        let path2 = path.to_path_buf();
+        // Checked per part too: a well-compressed object is fetched whole long before it
+        // is unpacked.
+        let stop2 = stop.clone();
         let writer = tokio::task::spawn_blocking(move || {
             let mut n = (0u64, 0u64);
             let r = archive::read_archive(ChannelReader::new(rx), codec, |entry| {
                 if let Entry::Part(p) = entry {
+                    stopped(&stop2)?;
                     n.0 += archive::documents(&p)?.len() as u64;
                     n.1 += p.len() as u64;
-                    file.write_all(&p).map_err(io(&tmp2))?;
+                    file.write_all(&p).map_err(io(&path2))?;
                 }
                 Ok(())
             });
@@ -160,7 +286,6 @@ async fn write_bson(repo: &Repository, e: &CollectionEntry, path: &Path) -> Resu
                 bytes += n.1;
             }
             (f, w) => {
-                let _ = std::fs::remove_file(&tmp);
                 return Err(
                     root_cause([f.err(), w.err()].into_iter().flatten().collect())
                         .expect("one failed"),
@@ -170,17 +295,15 @@ async fn write_bson(repo: &Repository, e: &CollectionEntry, path: &Path) -> Resu
     }
     let f = file
         .into_inner()
-        .map_err(|err| io(&tmp)(err.into_error()))?;
-    f.sync_all().map_err(io(&tmp))?;
+        .map_err(|err| io(path)(err.into_error()))?;
+    f.sync_all().map_err(io(path))?;
     if docs != e.count {
-        let _ = std::fs::remove_file(&tmp);
         return Err(Error::Integrity {
             key: format!("{}.{} (documents in the archive)", e.db, e.name),
             expected: format!("{} documents", e.count),
             actual: format!("{docs} documents"),
         });
     }
-    std::fs::rename(&tmp, path).map_err(io(path))?;
     Ok((docs, bytes))
 }
 

@@ -803,3 +803,151 @@ async fn stopped_by_sigterm(s: &common::Services, source: &str) {
     coll.client().database(&target_db).drop().await.unwrap();
     src.database(&db).drop().await.unwrap();
 }
+
+/// Names in `dir`, sorted (hidden ones too).
+fn names_in(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn export(cwd: &std::path::Path, id: &str, out: &str) -> common::Done {
+    common::mongokeep(cwd)
+        .args([
+            "export",
+            "--snapshot",
+            id,
+            "--repo",
+            "./repo",
+            "--out",
+            out,
+            "--json",
+        ])
+        .run()
+}
+
+#[tokio::test]
+async fn an_export_is_all_or_nothing_and_never_writes_into_a_folder_with_files() {
+    let s = common::services();
+    let cwd = tempfile::tempdir().unwrap();
+    let client = common::client(&s.rs_uri).await;
+    let db = common::unique("exportall");
+    for (i, c) in ["alpha", "beta", "gamma"].into_iter().enumerate() {
+        mongokeep::sample::seed_app(&client, &db, c, 1, i as u64)
+            .await
+            .unwrap();
+    }
+    let out = common::mongokeep(cwd.path())
+        .env("MONGODB_URI", &s.rs_uri)
+        .args(["backup", "--db", &db, "--repo", "./repo", "--json"])
+        .run();
+    out.expect_code(0);
+    let id = out.json()["snapshot"].as_str().unwrap().to_string();
+    let m = common::mongokeep(cwd.path())
+        .args(["show", &id, "--repo", "./repo", "--json"])
+        .run()
+        .json();
+    let colls = m["collections"].as_array().unwrap();
+    assert_eq!(colls.len(), 3);
+    let before = names_in(cwd.path());
+
+    // A folder holding a file is refused before anything is fetched, and left as it was.
+    let busy = cwd.path().join("busy");
+    std::fs::create_dir(&busy).unwrap();
+    std::fs::write(busy.join("keep.txt"), b"mine").unwrap();
+    let out = export(cwd.path(), &id, "busy");
+    out.expect_code(USAGE);
+    assert!(out.stderr.contains("busy is not empty"), "{}", out.stderr);
+    assert_eq!(names_in(&busy), ["keep.txt"]);
+    assert_eq!(std::fs::read(busy.join("keep.txt")).unwrap(), b"mine");
+
+    // An existing empty folder is filled: every collection, nothing else.
+    let empty = cwd.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let out = export(cwd.path(), &id, "empty");
+    out.expect_code(0);
+    assert_eq!(out.json()["collections"], 3);
+    assert_eq!(
+        names_in(&empty.join(&db)),
+        [
+            "alpha.bson",
+            "alpha.metadata.json",
+            "beta.bson",
+            "beta.metadata.json",
+            "gamma.bson",
+            "gamma.metadata.json"
+        ]
+    );
+
+    // The last collection exported is damaged: the ones before it were written and checked,
+    // yet no folder appears (a mongorestore --dir of it would restore a subset silently),
+    // and nothing of the export is left beside it.
+    let last = colls.last().unwrap();
+    let key = last["objects"][0]["key"].as_str().unwrap();
+    let path = cwd.path().join("repo").join(key);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    // Into a new folder (built beside it) and into an existing empty one (built inside).
+    let vacant = cwd.path().join("vacant");
+    std::fs::create_dir(&vacant).unwrap();
+    for out_dir in ["dump", "vacant"] {
+        let out = export(cwd.path(), &id, out_dir);
+        out.expect_code(MISMATCH);
+        assert!(out.stderr.contains(key), "{}", out.stderr);
+    }
+    assert!(names_in(&vacant).is_empty(), "{:?}", names_in(&vacant));
+    let mut expected = before.clone();
+    expected.extend(["busy", "empty", "vacant"].map(String::from));
+    expected.sort();
+    assert_eq!(names_in(cwd.path()), expected);
+    client.database(&db).drop().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_export_stopped_by_sigterm_leaves_no_folder() {
+    const INTERNAL: i32 = 1;
+    let s = common::services();
+    let cwd = tempfile::tempdir().unwrap();
+    let client = common::client(&s.rs_uri).await;
+    let db = common::unique("exportsig");
+    mongokeep::sample::seed_app(&client, &db, "orders", 100, 7)
+        .await
+        .unwrap();
+    let out = common::mongokeep(cwd.path())
+        .env("MONGODB_URI", &s.rs_uri)
+        .args(["backup", "--db", &db, "--repo", "./repo", "--json"])
+        .run();
+    out.expect_code(0);
+    let id = out.json()["snapshot"].as_str().unwrap().to_string();
+    let before = names_in(cwd.path());
+
+    let mut child = common::mongokeep(cwd.path())
+        .args([
+            "export",
+            "--snapshot",
+            &id,
+            "--repo",
+            "./repo",
+            "--out",
+            "dump",
+        ])
+        .spawn();
+    let bson = cwd
+        .path()
+        .join(format!(".dump.mongokeep-partial/{db}/orders.bson"));
+    common::wait_while_running(&mut child, "the export was writing", || async {
+        std::fs::metadata(&bson).is_ok_and(|m| m.len() > 0)
+    })
+    .await;
+    common::sigterm(&child);
+    let out: common::Done = child.wait_with_output().unwrap().into();
+    out.expect_code(INTERNAL);
+    assert!(out.stderr.contains("export interrupted"), "{}", out.stderr);
+    assert_eq!(names_in(cwd.path()), before);
+    client.database(&db).drop().await.unwrap();
+}

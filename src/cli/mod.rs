@@ -549,7 +549,16 @@ async fn cmd_restore(ctx: &Context, a: RestoreArgs, quiet: bool) -> Result<()> {
 async fn cmd_export(ctx: &Context, a: ExportArgs) -> Result<()> {
     let repo = ctx.repository().await?;
     let manifest = repo.resolve(&a.snapshot).await?;
-    let summary = crate::export::export(&repo, &manifest, &a.out).await?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let summary = ops::stoppable(
+        crate::export::export(&repo, &manifest, &a.out, &stop),
+        &stop,
+        &format!(
+            "export interrupted: nothing was written to {}; run the export again",
+            a.out.display()
+        ),
+    )
+    .await?;
     if a.json {
         output::print_json(&summary);
     } else {
