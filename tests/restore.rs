@@ -403,26 +403,23 @@ async fn local_snapshot(
     mongokeep::sample::seed_app(&client, &db, "orders", 2, 3)
         .await
         .unwrap();
-    let out = common::mongokeep(cwd)
-        .env("MONGODB_URI", &s.rs_uri)
-        .args([
-            "backup",
-            "--db",
-            &db,
-            "--repo",
-            "./repo",
-            "--json",
-            "--compression",
-            compression,
-        ])
-        .run();
-    out.expect_code(0);
-    let id = out.json()["snapshot"].as_str().unwrap().to_string();
+    let id = backup_to_folder(cwd, &s.rs_uri, &db, &["--compression", compression]);
     let m = common::mongokeep(cwd)
         .args(["show", &id, "--repo", "./repo", "--json"])
         .run()
         .json();
     (db, id, m)
+}
+
+/// Back `db` up from `uri` into `cwd/repo`; the snapshot id.
+fn backup_to_folder(cwd: &std::path::Path, uri: &str, db: &str, extra: &[&str]) -> String {
+    let out = common::mongokeep(cwd)
+        .env("MONGODB_URI", uri)
+        .args(["backup", "--db", db, "--repo", "./repo", "--json"])
+        .args(extra)
+        .run();
+    out.expect_code(0);
+    out.json()["snapshot"].as_str().unwrap().to_string()
 }
 
 fn restore_into(cwd: &std::path::Path, uri: &str, id: &str, extra: &[&str]) -> common::Done {
@@ -840,12 +837,7 @@ async fn an_export_is_all_or_nothing_and_never_writes_into_a_folder_with_files()
             .await
             .unwrap();
     }
-    let out = common::mongokeep(cwd.path())
-        .env("MONGODB_URI", &s.rs_uri)
-        .args(["backup", "--db", &db, "--repo", "./repo", "--json"])
-        .run();
-    out.expect_code(0);
-    let id = out.json()["snapshot"].as_str().unwrap().to_string();
+    let id = backup_to_folder(cwd.path(), &s.rs_uri, &db, &[]);
     let m = common::mongokeep(cwd.path())
         .args(["show", &id, "--repo", "./repo", "--json"])
         .run()
@@ -918,12 +910,7 @@ async fn an_export_stopped_by_sigterm_leaves_no_folder() {
     mongokeep::sample::seed_app(&client, &db, "orders", 100, 7)
         .await
         .unwrap();
-    let out = common::mongokeep(cwd.path())
-        .env("MONGODB_URI", &s.rs_uri)
-        .args(["backup", "--db", &db, "--repo", "./repo", "--json"])
-        .run();
-    out.expect_code(0);
-    let id = out.json()["snapshot"].as_str().unwrap().to_string();
+    let id = backup_to_folder(cwd.path(), &s.rs_uri, &db, &[]);
     let before = names_in(cwd.path());
 
     let mut child = common::mongokeep(cwd.path())
