@@ -1,5 +1,7 @@
 //! `mongokeep export`: a snapshot as a mongodump-compatible folder, `<db>/<coll>.bson` and
-//! `<db>/<coll>.metadata.json`, so a stock `mongorestore --dir DIR` is always a way out.
+//! `<db>/<coll>.metadata.json`, so a stock `mongorestore --dir DIR` is always a way out. A
+//! point-in-time snapshot's own oplog goes in `oplog.bson`, as `mongodump --oplog` writes
+//! it, for `mongorestore --oplogReplay`.
 //! Every object is checked against the manifest while it streams. The folder is built
 //! under a hidden name and moved into place only once every collection is written and
 //! checked ([`export`]): a failed or interrupted export leaves no folder that a
@@ -7,7 +9,7 @@
 //! finished before the failure, which would restore a subset without a word).
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufRead, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -18,7 +20,7 @@ use crate::archive::{self, Codec, Entry};
 use crate::error::root_cause;
 use crate::fetch::{fetch_verified, ChannelReader};
 use crate::interrupt::stopped;
-use crate::manifest::{CollectionEntry, Manifest};
+use crate::manifest::{CollectionEntry, Manifest, OplogRecord, StoredObject};
 use crate::repository::Repository;
 use crate::{Error, Result};
 
@@ -35,6 +37,11 @@ pub struct ExportSummary {
     pub views: u64,
     /// Documents written.
     pub documents: u64,
+    /// Entries of the snapshot's own oplog written to `oplog.bson`, for
+    /// `mongorestore --oplogReplay` (absent when the snapshot has no oplog: a standalone
+    /// source).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oplog_entries: Option<u64>,
     /// Bytes of BSON written.
     pub bson_bytes: u64,
 }
@@ -202,6 +209,7 @@ async fn write_all(
         views: 0,
         documents: 0,
         bson_bytes: 0,
+        oplog_entries: None,
     };
     for e in &manifest.collections {
         stopped(stop)?;
@@ -221,6 +229,10 @@ async fn write_all(
         summary.collections += 1;
         summary.documents += docs;
         summary.bson_bytes += bytes;
+    }
+    if let Some(rec) = &manifest.oplog {
+        stopped(stop)?;
+        summary.oplog_entries = Some(write_oplog(repo, rec, &out.join("oplog.bson"), stop).await?);
     }
     let dbs: std::collections::BTreeSet<&str> =
         manifest.collections.iter().map(|e| e.db.as_str()).collect();
@@ -252,16 +264,14 @@ async fn write_bson(
     let mut docs = 0u64;
     let mut bytes = 0u64;
     let codec = Codec::for_reading(&e.codec);
-    let cancel = stop.child_token();
     for obj in &e.objects {
-        let (tx, rx) = mpsc::channel(8);
         let path2 = path.to_path_buf();
         // Checked per part too: a well-compressed object is fetched whole long before it
         // is unpacked.
         let stop2 = stop.clone();
-        let writer = tokio::task::spawn_blocking(move || {
+        let (f, n) = unpack(repo, obj, stop, move |reader| {
             let mut n = (0u64, 0u64);
-            let r = archive::read_archive(ChannelReader::new(rx), codec, |entry| {
+            let r = archive::read_archive(reader, codec, |entry| {
                 if let Entry::Part(p) = entry {
                     stopped(&stop2)?;
                     n.0 += archive::documents(&p)?.len() as u64;
@@ -271,27 +281,11 @@ async fn write_bson(
                 Ok(())
             });
             r.map(|()| (file, n))
-        });
-        let fetched = fetch_verified(repo, obj, tx, &cancel).await;
-        let written = writer.await.unwrap_or_else(|err| {
-            Err(Error::Format {
-                what: "archive reader".into(),
-                detail: err.to_string(),
-            })
-        });
-        match (fetched, written) {
-            (Ok(()), Ok((f, n))) => {
-                file = f;
-                docs += n.0;
-                bytes += n.1;
-            }
-            (f, w) => {
-                return Err(
-                    root_cause([f.err(), w.err()].into_iter().flatten().collect())
-                        .expect("one failed"),
-                );
-            }
-        }
+        })
+        .await?;
+        file = f;
+        docs += n.0;
+        bytes += n.1;
     }
     let f = file
         .into_inner()
@@ -305,6 +299,108 @@ async fn write_bson(
         });
     }
     Ok((docs, bytes))
+}
+
+/// The snapshot's own oplog (the entries written while it was dumped) as `mongodump
+/// --oplog` leaves it: raw entries one after the other in `oplog.bson`, which
+/// `mongorestore --oplogReplay` replays to bring every collection to the snapshot's
+/// consistency point. Returns the entries written.
+async fn write_oplog(
+    repo: &Repository,
+    rec: &OplogRecord,
+    path: &Path,
+    stop: &CancellationToken,
+) -> Result<u64> {
+    let file = BufWriter::with_capacity(1 << 20, File::create(path).map_err(io(path))?);
+    let (path2, stop2, key) = (path.to_path_buf(), stop.clone(), rec.object.key.clone());
+    let (file, entries, bytes) = unpack(repo, &rec.object, stop, move |reader| {
+        copy_entries(reader, file, &path2, &key, &stop2)
+    })
+    .await?;
+    file.into_inner()
+        .map_err(|err| io(path)(err.into_error()))?
+        .sync_all()
+        .map_err(io(path))?;
+    if (entries, bytes) != (rec.entries, rec.bson_bytes) {
+        return Err(Error::Integrity {
+            key: format!("{} (oplog entries)", rec.object.key),
+            expected: format!("{} entries, {} bytes", rec.entries, rec.bson_bytes),
+            actual: format!("{entries} entries, {bytes} bytes"),
+        });
+    }
+    Ok(entries)
+}
+
+/// Copy the gzip stream of whole BSON entries in `reader` into `file`: the file, the
+/// entries and their bytes.
+fn copy_entries(
+    reader: ChannelReader,
+    mut file: BufWriter<File>,
+    path: &Path,
+    key: &str,
+    stop: &CancellationToken,
+) -> Result<(BufWriter<File>, u64, u64)> {
+    let bad = |detail: String| Error::Format {
+        what: format!("oplog object {key}"),
+        detail,
+    };
+    let mut r = std::io::BufReader::with_capacity(256 << 10, flate2::read::GzDecoder::new(reader));
+    let (mut entries, mut bytes) = (0u64, 0u64);
+    while !r.fill_buf().map_err(|e| bad(e.to_string()))?.is_empty() {
+        if entries % 1024 == 0 {
+            stopped(stop)?;
+        }
+        let mut len = [0u8; 4];
+        r.read_exact(&mut len).map_err(|e| bad(e.to_string()))?;
+        let n = i32::from_le_bytes(len);
+        if n < 5 {
+            return Err(bad(format!("entry length {n}")));
+        }
+        file.write_all(&len).map_err(io(path))?;
+        let body = u64::from(n.unsigned_abs()) - 4;
+        let mut left = body;
+        while left > 0 {
+            let buf = r.fill_buf().map_err(|e| bad(e.to_string()))?;
+            if buf.is_empty() {
+                return Err(bad(format!(
+                    "truncated entry: {} of {body} bytes",
+                    body - left
+                )));
+            }
+            let take = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            file.write_all(&buf[..take]).map_err(io(path))?;
+            r.consume(take);
+            left -= take as u64;
+        }
+        entries += 1;
+        bytes += u64::from(n.unsigned_abs());
+    }
+    Ok((file, entries, bytes))
+}
+
+/// Fetch `obj` (checked against the manifest) into `consume`, which reads it on a blocking
+/// thread; its result, or the first cause when either side failed.
+async fn unpack<T: Send + 'static>(
+    repo: &Repository,
+    obj: &StoredObject,
+    stop: &CancellationToken,
+    consume: impl FnOnce(ChannelReader) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let (tx, rx) = mpsc::channel(8);
+    let worker = tokio::task::spawn_blocking(move || consume(ChannelReader::new(rx)));
+    let fetched = fetch_verified(repo, obj, tx, &stop.child_token()).await;
+    let done = worker.await.unwrap_or_else(|err| {
+        Err(Error::Format {
+            what: "archive reader".into(),
+            detail: err.to_string(),
+        })
+    });
+    match (fetched, done) {
+        (Ok(()), Ok(t)) => Ok(t),
+        (f, w) => {
+            Err(root_cause([f.err(), w.err()].into_iter().flatten().collect()).expect("one failed"))
+        }
+    }
 }
 
 #[cfg(test)]

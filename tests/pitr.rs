@@ -280,20 +280,7 @@ async fn snapshot_taken_under_writes_equals_the_source_at_its_consistency_point(
     if late_at.is_some_and(|t| t <= end) {
         expected_colls.insert("late".into());
     }
-    assert_eq!(collection_names(&dst, &target_db).await, expected_colls);
-    let mut compared = 0;
-    for c in &expected_colls {
-        let want = docs_at(&src, db, c, end).await;
-        let got = docs_now(&dst, &target_db, c).await;
-        let wrong = want.iter().filter(|(k, v)| got.get(*k) != Some(*v)).count();
-        let extra = got.keys().filter(|k| !want.contains_key(*k)).count();
-        assert_eq!(
-            (wrong, extra, got.len()),
-            (0, 0, want.len()),
-            "{c}: documents differ from the source at {end:?}"
-        );
-        compared += want.len();
-    }
+    let compared = assert_state_at(&src, db, &dst, &target_db, &expected_colls, end).await;
     assert!(compared > 59_000, "{compared}");
 
     // The dump alone is not that state: the replayed oplog is what makes it one.
@@ -329,7 +316,60 @@ async fn snapshot_taken_under_writes_equals_the_source_at_its_consistency_point(
         dump_differs > 0,
         "the writes during the dump must show in the dump alone"
     );
+
+    // The export carries that oplog as mongodump --oplog does (oplog.bson at the top), so a
+    // stock mongorestore --oplogReplay of it reaches the same state.
+    let oplog = std::fs::read(export.join("oplog.bson")).unwrap();
+    let (mut entries, mut rest) = (0, &oplog[..]);
+    while !rest.is_empty() {
+        let len = i32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+        mongodb::bson::from_slice::<Document>(&rest[..len]).unwrap();
+        entries += 1;
+        rest = &rest[len..];
+    }
+    assert_eq!(entries, m["oplog"]["entries"].as_u64().unwrap());
+    // mongorestore renames no namespace with --oplogReplay: into a server of its own.
+    let fresh = common::PrivateMongod::start(false);
+    let tools = std::env::var("MONGOKEEP_TEST_TOOLS")
+        .expect("MONGOKEEP_TEST_TOOLS: run with scripts/test.sh");
+    let mr = std::process::Command::new(format!("{tools}/mongorestore"))
+        .args(["--uri", &fresh.uri, "--dir", export.to_str().unwrap()])
+        .arg("--oplogReplay")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&mr.stderr);
+    assert!(mr.status.success(), "mongorestore failed:\n{log}");
+    assert!(log.contains("replaying oplog"), "{log}");
+    let restored = common::client(&fresh.uri).await;
+    assert_state_at(&src, db, &restored, db, &expected_colls, end).await;
     dst.database(&target_db).drop().await.unwrap();
+}
+
+/// Assert that `dst.target_db` holds exactly `colls`, each with the documents
+/// `src.db` held at `end`; the documents compared.
+async fn assert_state_at(
+    src: &Client,
+    db: &str,
+    dst: &Client,
+    target_db: &str,
+    colls: &BTreeSet<String>,
+    end: Timestamp,
+) -> usize {
+    assert_eq!(&collection_names(dst, target_db).await, colls);
+    let mut compared = 0;
+    for c in colls {
+        let want = docs_at(src, db, c, end).await;
+        let got = docs_now(dst, target_db, c).await;
+        let wrong = want.iter().filter(|(k, v)| got.get(*k) != Some(*v)).count();
+        let extra = got.keys().filter(|k| !want.contains_key(*k)).count();
+        assert_eq!(
+            (wrong, extra, got.len()),
+            (0, 0, want.len()),
+            "{target_db}.{c}: documents differ from the source at {end:?}"
+        );
+        compared += want.len();
+    }
+    compared
 }
 
 /// One recorded point: the time to give `--to-time` and the database's state then.

@@ -862,6 +862,9 @@ async fn an_export_is_all_or_nothing_and_never_writes_into_a_folder_with_files()
     let out = export(cwd.path(), &id, "empty");
     out.expect_code(0);
     assert_eq!(out.json()["collections"], 3);
+    // From a replica set: the snapshot's oplog too, where mongodump --oplog puts it.
+    assert_eq!(out.json()["oplog_entries"], m["oplog"]["entries"]);
+    assert!(empty.join("oplog.bson").is_file());
     assert_eq!(
         names_in(&empty.join(&db)),
         [

@@ -562,8 +562,13 @@ async fn cmd_export(ctx: &Context, a: ExportArgs) -> Result<()> {
     if a.json {
         output::print_json(&summary);
     } else {
+        // With the snapshot's own oplog, mongorestore replays it to the consistency point.
+        let (oplog, replay) = match summary.oplog_entries {
+            Some(n) => (format!(", {n} oplog entries"), " --oplogReplay"),
+            None => (String::new(), ""),
+        };
         println!(
-            "snapshot {} exported to {}: {} collections, {} views, {} documents, {} of BSON; restore it with: mongorestore --dir {}",
+            "snapshot {} exported to {}: {} collections, {} views, {} documents, {} of BSON{oplog}; restore it with: mongorestore --dir {}{replay}",
             summary.snapshot,
             summary.out,
             summary.collections,
