@@ -1,6 +1,7 @@
 //! `mongokeep status` and the Prometheus textfile metrics: the two facts a monitor needs,
-//! the age of the newest complete snapshot and of the newest passed full verification, and
-//! per operation the last run, its outcome and its figures.
+//! the age of the newest complete snapshot and of the newest passed full verification (and,
+//! when asked, how far behind now the stored oplog reaches), and per operation the last
+//! run, its outcome and its figures.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,6 +10,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
 use crate::journal::JournalEntry;
+use crate::oplog::optime::wall_or_seconds;
 use crate::repository::Repository;
 use crate::verify::{list_reports, VerifyReport};
 use crate::{Error, Result};
@@ -16,7 +18,7 @@ use crate::{Error, Result};
 /// One threshold check.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
-    /// `snapshot_age` or `verification_age`.
+    /// `snapshot_age`, `verification_age` or `oplog_age`.
     pub name: String,
     /// Whether it is within its threshold.
     pub ok: bool,
@@ -43,8 +45,23 @@ pub struct Status {
     pub last_verification: Option<VerifyReport>,
     /// The newest passed full verification's time.
     pub last_passed_verification_time: Option<DateTime<Utc>>,
+    /// The time the newest oplog slice reaches (`--max-oplog-age` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oplog_reaches: Option<DateTime<Utc>>,
     /// The checks.
     pub checks: Vec<Check>,
+}
+
+/// The thresholds `status` judges by.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Of the newest complete snapshot.
+    pub snapshot: Duration,
+    /// Of the newest passed full verification.
+    pub verification: Duration,
+    /// Of the time the newest oplog slice reaches: hourly `oplog push` still running
+    /// (checked only when set).
+    pub oplog: Option<Duration>,
 }
 
 fn check(
@@ -89,12 +106,7 @@ pub fn human_duration(secs: i64) -> String {
 ///
 /// # Errors
 /// The repository failed.
-pub async fn status(
-    repo: &Repository,
-    max_age: Duration,
-    max_verify_age: Duration,
-    now: DateTime<Utc>,
-) -> Result<Status> {
+pub async fn status(repo: &Repository, limits: Limits, now: DateTime<Utc>) -> Result<Status> {
     let snaps = repo.list_snapshots().await?;
     let newest = snaps.iter().find(|s| s.complete);
     let reports = list_reports(repo).await?;
@@ -104,22 +116,32 @@ pub async fn status(
         .rev()
         .find(|r| r.passed())
         .map(|r| r.finished_at);
-    let checks = vec![
+    let mut checks = vec![
         check(
             "snapshot_age",
             "complete snapshot",
             newest.map(|s| s.started_at),
-            max_age,
+            limits.snapshot,
             now,
         ),
         check(
             "verification_age",
             "passed full verification",
             last_pass,
-            max_verify_age,
+            limits.verification,
             now,
         ),
     ];
+    let mut oplog_reaches = None;
+    if let Some(max) = limits.oplog {
+        let listing = crate::oplog::slices::list(repo).await?;
+        oplog_reaches = listing
+            .slices
+            .iter()
+            .map(|s| wall_or_seconds(s.oplog.to, s.oplog.to_wall))
+            .max();
+        checks.push(check("oplog_age", "oplog slice", oplog_reaches, max, now));
+    }
     let ok = checks.iter().all(|c| c.ok);
     Ok(Status {
         repository: repo.describe(),
@@ -128,6 +150,7 @@ pub async fn status(
         snapshot_time: newest.map(|s| s.started_at),
         last_verification: full.last().map(|r| (*r).clone()),
         last_passed_verification_time: last_pass,
+        oplog_reaches,
         checks,
     })
 }

@@ -738,8 +738,30 @@ async fn prune_keeps_the_slices_kept_snapshots_need_and_removes_the_rest() {
     };
     let a = src.database(&db).collection::<Document>("a");
     run(&["backup", "--db", &db]).expect_code(0);
+    // `status --max-oplog-age`: fails while no push has stored a slice, passes after one.
+    let oplog_check = || {
+        let st = run(&["status", "--max-oplog-age", "1h", "--json"]);
+        st.expect_code(7); // no verification in this repository
+        let j = st.json();
+        let c = j["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "oplog_age")
+            .cloned()
+            .unwrap_or_else(|| panic!("no oplog_age check: {j}"));
+        (c, j["oplog_reaches"].clone())
+    };
+    let (c, reaches) = oplog_check();
+    assert_eq!(c["ok"], false, "{c}");
+    assert_eq!(c["message"], "no oplog slice yet");
+    assert!(reaches.is_null(), "{reaches}");
     a.insert_one(doc! { "_id": "one" }).await.unwrap();
     run(&["oplog", "push", "--db", &db]).expect_code(0); // before the second snapshot
+    let (c, reaches) = oplog_check();
+    assert_eq!(c["ok"], true, "{c}");
+    let reaches: chrono::DateTime<Utc> = reaches.as_str().unwrap().parse().unwrap();
+    assert!((Utc::now() - reaches).num_seconds() < 60, "{reaches}");
     std::thread::sleep(Duration::from_millis(1100)); // snapshot ids have whole seconds
     run(&["backup", "--db", &db]).expect_code(0);
     a.insert_one(doc! { "_id": "two" }).await.unwrap();

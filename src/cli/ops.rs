@@ -11,7 +11,7 @@ use crate::config::read_uri_file;
 use crate::journal::{self, JournalEntry};
 use crate::repository::Repository;
 use crate::source::Source;
-use crate::status::{parse_age, status, write_metrics};
+use crate::status::{parse_age, status, write_metrics, Limits};
 use crate::verify::{self, VerifyOptions, VerifyReport};
 use crate::{Error, Result};
 
@@ -74,6 +74,10 @@ pub struct StatusArgs {
     /// Fail when the newest passed full verification is older than this
     #[arg(long, default_value = "35d")]
     pub max_verify_age: String,
+    /// Also fail when the newest oplog slice (`oplog push`) reaches less recently than
+    /// this, e.g. 2h for hourly pushes [default: not checked]
+    #[arg(long)]
+    pub max_oplog_age: Option<String>,
     /// Print JSON
     #[arg(long)]
     pub json: bool,
@@ -293,10 +297,17 @@ pub(crate) async fn cmd_journal(ctx: &Context, a: JournalArgs) -> Result<()> {
 }
 
 pub(crate) async fn cmd_status(ctx: &Context, a: StatusArgs) -> Result<()> {
-    let max_age = parse_age(&a.max_age, "--max-age")?;
-    let max_verify = parse_age(&a.max_verify_age, "--max-verify-age")?;
+    let limits = Limits {
+        snapshot: parse_age(&a.max_age, "--max-age")?,
+        verification: parse_age(&a.max_verify_age, "--max-verify-age")?,
+        oplog: a
+            .max_oplog_age
+            .as_deref()
+            .map(|v| parse_age(v, "--max-oplog-age"))
+            .transpose()?,
+    };
     let repo = ctx.repository().await?;
-    let s = status(&repo, max_age, max_verify, Utc::now()).await?;
+    let s = status(&repo, limits, Utc::now()).await?;
     if a.json {
         output::print_json(&s);
     } else {
