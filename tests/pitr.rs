@@ -711,7 +711,7 @@ async fn standalone_snapshots_say_they_are_not_point_in_time_and_refuse_to_time(
     assert!(r.stderr.contains("is not point-in-time"), "{}", r.stderr);
     let push = mk(cwd.path(), &repo)
         .env("MONGODB_URI", &s.standalone_uri)
-        .args(["oplog", "push"])
+        .args(["--metrics-file", "m.prom", "oplog", "push"])
         .run();
     push.expect_code(USAGE);
     assert!(
@@ -719,6 +719,12 @@ async fn standalone_snapshots_say_they_are_not_point_in_time_and_refuse_to_time(
         "{}",
         push.stderr
     );
+    let prom = std::fs::read_to_string(cwd.path().join("m.prom")).unwrap();
+    assert!(
+        prom.contains("mongokeep_last_run_success{operation=\"oplog_push\"} 0"),
+        "{prom}"
+    );
+    assert!(!prom.contains("last_success_timestamp_seconds"), "{prom}");
     c.database(&db).drop().await.unwrap();
 }
 
@@ -757,7 +763,16 @@ async fn prune_keeps_the_slices_kept_snapshots_need_and_removes_the_rest() {
     assert_eq!(c["message"], "no oplog slice yet");
     assert!(reaches.is_null(), "{reaches}");
     a.insert_one(doc! { "_id": "one" }).await.unwrap();
-    run(&["oplog", "push", "--db", &db]).expect_code(0); // before the second snapshot
+    // before the second snapshot; the metrics file shows the push to a monitor
+    run(&["--metrics-file", "m.prom", "oplog", "push", "--db", &db]).expect_code(0);
+    let prom = std::fs::read_to_string(cwd.path().join("m.prom")).unwrap();
+    for line in [
+        "mongokeep_last_run_success{operation=\"oplog_push\"} 1",
+        "mongokeep_last_success_timestamp_seconds{operation=\"oplog_push\"} ",
+        "mongokeep_last_run_bytes{operation=\"oplog_push\"} ",
+    ] {
+        assert!(prom.contains(line), "{line} not in:\n{prom}");
+    }
     let (c, reaches) = oplog_check();
     assert_eq!(c["ok"], true, "{c}");
     let reaches: chrono::DateTime<Utc> = reaches.as_str().unwrap().parse().unwrap();

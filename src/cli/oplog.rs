@@ -9,11 +9,12 @@ use serde::Serialize;
 
 use super::output::{human_bytes, print_json, restore_plan, table};
 use super::Context;
+use crate::journal::JournalEntry;
 use crate::manifest::Manifest;
 use crate::oplog::coverage::{self, Range};
 use crate::oplog::optime::{describe, wall_or_seconds, ToTime};
 use crate::oplog::restore::{self as pitr, PitrPlan, PitrSummary};
-use crate::oplog::slices::{self, PushOptions};
+use crate::oplog::slices::{self, PushOptions, PushOutcome};
 use crate::repository::{Repository, SnapshotSummary};
 use crate::restore::RestoreOptions;
 use crate::source::Source;
@@ -67,12 +68,14 @@ pub async fn cmd_oplog(ctx: &Context, a: OplogArgs) -> Result<()> {
         stop: Default::default(),
     };
     // Ctrl-C/SIGTERM stops the push: its upload is aborted and no slice is stored.
-    let out = super::ops::stoppable(
+    let result = super::ops::stoppable(
         slices::push(&source, &repo, &opts),
         &opts.stop,
         "oplog push interrupted: no slice was stored; run it again, it continues from the last stored position",
     )
-    .await?;
+    .await;
+    push_metrics(ctx, opts.now, &result);
+    let out = result?;
     if a.json {
         print_json(&out);
         return Ok(());
@@ -92,6 +95,27 @@ pub async fn cmd_oplog(ctx: &Context, a: OplogArgs) -> Result<()> {
         None => println!("nothing new in the oplog since {} ({})", describe(out.continued_from), out.continued_from_what),
     }
     Ok(())
+}
+
+/// The push's lines in the metrics file, when one is set (operation `oplog_push`: last run,
+/// outcome, duration, stored bytes), so that a monitor sees hourly pushes that fail or stop.
+/// A push writes no journal entry: one an hour would crowd it.
+fn push_metrics(
+    ctx: &Context,
+    started: chrono::DateTime<chrono::Utc>,
+    result: &Result<PushOutcome>,
+) {
+    let Some(path) = &ctx.metrics_file else {
+        return;
+    };
+    let mut entry = JournalEntry::new("oplog_push", started, result);
+    if let Ok(Some(s)) = result.as_ref().map(|o| o.slice.as_ref()) {
+        entry.figures =
+            serde_json::json!({ "bytes": s.oplog.object.size, "entries": s.oplog.entries });
+    }
+    if let Err(e) = crate::status::write_metrics(path, &entry, None) {
+        tracing::warn!(error = %e, "could not write the metrics file");
+    }
 }
 
 /// `restore` of a point-in-time snapshot, or with `--to-time`: plan (and stop on
