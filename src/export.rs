@@ -9,7 +9,7 @@
 //! finished before the failure, which would restore a subset without a word).
 
 use std::fs::File;
-use std::io::{BufRead, BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -21,6 +21,7 @@ use crate::error::root_cause;
 use crate::fetch::{fetch_verified, ChannelReader};
 use crate::interrupt::stopped;
 use crate::manifest::{CollectionEntry, Manifest, OplogRecord, StoredObject};
+use crate::oplog::replay::for_each_entry;
 use crate::repository::Repository;
 use crate::{Error, Result};
 
@@ -248,10 +249,7 @@ fn write_file(
 ) -> Result<()> {
     let mut f = BufWriter::new(File::create(path).map_err(io(path))?);
     write(&mut f).map_err(io(path))?;
-    f.into_inner()
-        .map_err(|e| io(path)(e.into_error()))?
-        .sync_all()
-        .map_err(io(path))
+    close(f, path)
 }
 
 async fn write_bson(
@@ -287,10 +285,7 @@ async fn write_bson(
         docs += n.0;
         bytes += n.1;
     }
-    let f = file
-        .into_inner()
-        .map_err(|err| io(path)(err.into_error()))?;
-    f.sync_all().map_err(io(path))?;
+    close(file, path)?;
     if docs != e.count {
         return Err(Error::Integrity {
             key: format!("{}.{} (documents in the archive)", e.db, e.name),
@@ -311,16 +306,23 @@ async fn write_oplog(
     path: &Path,
     stop: &CancellationToken,
 ) -> Result<u64> {
-    let file = BufWriter::with_capacity(1 << 20, File::create(path).map_err(io(path))?);
+    let mut file = BufWriter::with_capacity(1 << 20, File::create(path).map_err(io(path))?);
     let (path2, stop2, key) = (path.to_path_buf(), stop.clone(), rec.object.key.clone());
     let (file, entries, bytes) = unpack(repo, &rec.object, stop, move |reader| {
-        copy_entries(reader, file, &path2, &key, &stop2)
+        let (mut entries, mut bytes) = (0u64, 0u64);
+        for_each_entry(reader, &key, |e| {
+            if entries % 1024 == 0 {
+                stopped(&stop2)?;
+            }
+            file.write_all(&e).map_err(io(&path2))?;
+            entries += 1;
+            bytes += e.len() as u64;
+            Ok(())
+        })?;
+        Ok((file, entries, bytes))
     })
     .await?;
-    file.into_inner()
-        .map_err(|err| io(path)(err.into_error()))?
-        .sync_all()
-        .map_err(io(path))?;
+    close(file, path)?;
     if (entries, bytes) != (rec.entries, rec.bson_bytes) {
         return Err(Error::Integrity {
             key: format!("{} (oplog entries)", rec.object.key),
@@ -331,51 +333,12 @@ async fn write_oplog(
     Ok(entries)
 }
 
-/// Copy the gzip stream of whole BSON entries in `reader` into `file`: the file, the
-/// entries and their bytes.
-fn copy_entries(
-    reader: ChannelReader,
-    mut file: BufWriter<File>,
-    path: &Path,
-    key: &str,
-    stop: &CancellationToken,
-) -> Result<(BufWriter<File>, u64, u64)> {
-    let bad = |detail: String| Error::Format {
-        what: format!("oplog object {key}"),
-        detail,
-    };
-    let mut r = std::io::BufReader::with_capacity(256 << 10, flate2::read::GzDecoder::new(reader));
-    let (mut entries, mut bytes) = (0u64, 0u64);
-    while !r.fill_buf().map_err(|e| bad(e.to_string()))?.is_empty() {
-        if entries % 1024 == 0 {
-            stopped(stop)?;
-        }
-        let mut len = [0u8; 4];
-        r.read_exact(&mut len).map_err(|e| bad(e.to_string()))?;
-        let n = i32::from_le_bytes(len);
-        if n < 5 {
-            return Err(bad(format!("entry length {n}")));
-        }
-        file.write_all(&len).map_err(io(path))?;
-        let body = u64::from(n.unsigned_abs()) - 4;
-        let mut left = body;
-        while left > 0 {
-            let buf = r.fill_buf().map_err(|e| bad(e.to_string()))?;
-            if buf.is_empty() {
-                return Err(bad(format!(
-                    "truncated entry: {} of {body} bytes",
-                    body - left
-                )));
-            }
-            let take = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            file.write_all(&buf[..take]).map_err(io(path))?;
-            r.consume(take);
-            left -= take as u64;
-        }
-        entries += 1;
-        bytes += u64::from(n.unsigned_abs());
-    }
-    Ok((file, entries, bytes))
+/// Flush `file` and sync it to disk.
+fn close(file: BufWriter<File>, path: &Path) -> Result<()> {
+    file.into_inner()
+        .map_err(|err| io(path)(err.into_error()))?
+        .sync_all()
+        .map_err(io(path))
 }
 
 /// Fetch `obj` (checked against the manifest) into `consume`, which reads it on a blocking
@@ -391,7 +354,7 @@ async fn unpack<T: Send + 'static>(
     let fetched = fetch_verified(repo, obj, tx, &stop.child_token()).await;
     let done = worker.await.unwrap_or_else(|err| {
         Err(Error::Format {
-            what: "archive reader".into(),
+            what: format!("reader of {}", obj.key),
             detail: err.to_string(),
         })
     });

@@ -505,17 +505,7 @@ async fn a_flipped_byte_is_a_mismatch_naming_the_object_and_both_checksums() {
         assert!(out.stderr.contains("found sha256 "), "{}", out.stderr);
 
         // export checks the same way, and leaves no .bson that looks whole.
-        let out = common::mongokeep(cwd.path())
-            .args([
-                "export",
-                "--snapshot",
-                &id,
-                "--repo",
-                "./repo",
-                "--out",
-                "dump",
-            ])
-            .run();
+        let out = export(cwd.path(), &id, "dump").run();
         out.expect_code(MISMATCH);
         assert!(out.stderr.contains(key), "{}", out.stderr);
         assert!(!cwd.path().join(format!("dump/{db}/orders.bson")).exists());
@@ -811,19 +801,9 @@ fn names_in(dir: &std::path::Path) -> Vec<String> {
     v
 }
 
-fn export(cwd: &std::path::Path, id: &str, out: &str) -> common::Done {
-    common::mongokeep(cwd)
-        .args([
-            "export",
-            "--snapshot",
-            id,
-            "--repo",
-            "./repo",
-            "--out",
-            out,
-            "--json",
-        ])
-        .run()
+/// `mongokeep export` of snapshot `id` of `cwd/repo` into `out`, ready to run or spawn.
+fn export(cwd: &std::path::Path, id: &str, out: &str) -> common::Run {
+    common::mongokeep(cwd).args(["export", "--snapshot", id, "--repo", "./repo", "--out", out])
 }
 
 #[tokio::test]
@@ -850,7 +830,7 @@ async fn an_export_is_all_or_nothing_and_never_writes_into_a_folder_with_files()
     let busy = cwd.path().join("busy");
     std::fs::create_dir(&busy).unwrap();
     std::fs::write(busy.join("keep.txt"), b"mine").unwrap();
-    let out = export(cwd.path(), &id, "busy");
+    let out = export(cwd.path(), &id, "busy").run();
     out.expect_code(USAGE);
     assert!(out.stderr.contains("busy is not empty"), "{}", out.stderr);
     assert_eq!(names_in(&busy), ["keep.txt"]);
@@ -859,7 +839,7 @@ async fn an_export_is_all_or_nothing_and_never_writes_into_a_folder_with_files()
     // An existing empty folder is filled: every collection, nothing else.
     let empty = cwd.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
-    let out = export(cwd.path(), &id, "empty");
+    let out = export(cwd.path(), &id, "empty").args(["--json"]).run();
     out.expect_code(0);
     assert_eq!(out.json()["collections"], 3);
     // From a replica set: the snapshot's oplog too, where mongodump --oplog puts it.
@@ -891,7 +871,7 @@ async fn an_export_is_all_or_nothing_and_never_writes_into_a_folder_with_files()
     let vacant = cwd.path().join("vacant");
     std::fs::create_dir(&vacant).unwrap();
     for out_dir in ["dump", "vacant"] {
-        let out = export(cwd.path(), &id, out_dir);
+        let out = export(cwd.path(), &id, out_dir).run();
         out.expect_code(MISMATCH);
         assert!(out.stderr.contains(key), "{}", out.stderr);
     }
@@ -916,17 +896,7 @@ async fn an_export_stopped_by_sigterm_leaves_no_folder() {
     let id = backup_to_folder(cwd.path(), &s.rs_uri, &db, &[]);
     let before = names_in(cwd.path());
 
-    let mut child = common::mongokeep(cwd.path())
-        .args([
-            "export",
-            "--snapshot",
-            &id,
-            "--repo",
-            "./repo",
-            "--out",
-            "dump",
-        ])
-        .spawn();
+    let mut child = export(cwd.path(), &id, "dump").spawn();
     let bson = cwd
         .path()
         .join(format!(".dump.mongokeep-partial/{db}/orders.bson"));

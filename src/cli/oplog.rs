@@ -105,17 +105,12 @@ fn push_metrics(
     started: chrono::DateTime<chrono::Utc>,
     result: &Result<PushOutcome>,
 ) {
-    let Some(path) = &ctx.metrics_file else {
-        return;
-    };
     let mut entry = JournalEntry::new("oplog_push", started, result);
     if let Ok(Some(s)) = result.as_ref().map(|o| o.slice.as_ref()) {
         entry.figures =
             serde_json::json!({ "bytes": s.oplog.object.size, "entries": s.oplog.entries });
     }
-    if let Err(e) = crate::status::write_metrics(path, &entry, None) {
-        tracing::warn!(error = %e, "could not write the metrics file");
-    }
+    super::ops::update_metrics(ctx, &entry, None);
 }
 
 /// `restore` of a point-in-time snapshot, or with `--to-time`: plan (and stop on

@@ -129,8 +129,13 @@ async fn record_with(
     verify_passed: Option<bool>,
 ) {
     journal::append(repo, &entry).await;
+    update_metrics(ctx, &entry, verify_passed);
+}
+
+/// Update the metrics file with `entry`, when one is set; a failure is only warned about.
+pub(crate) fn update_metrics(ctx: &Context, entry: &JournalEntry, verify_passed: Option<bool>) {
     if let Some(path) = &ctx.metrics_file {
-        if let Err(e) = write_metrics(path, &entry, verify_passed) {
+        if let Err(e) = write_metrics(path, entry, verify_passed) {
             tracing::warn!(error = %e, "could not write the metrics file");
         }
     }

@@ -322,17 +322,43 @@ pub async fn replay_object(
 
 /// Split a gzip stream of concatenated BSON documents into entries, in chunks.
 fn split_entries(reader: impl Read, what: &str, tx: &mpsc::Sender<Vec<Vec<u8>>>) -> Result<()> {
+    let mut chunk = Vec::new();
+    let mut chunk_bytes = 0;
+    for_each_entry(reader, what, |e| {
+        chunk_bytes += e.len();
+        chunk.push(e);
+        if chunk.len() >= 256 || chunk_bytes >= 1 << 20 {
+            tx.blocking_send(std::mem::take(&mut chunk))
+                .map_err(|_| Error::Cancelled)?;
+            chunk_bytes = 0;
+        }
+        Ok(())
+    })?;
+    if !chunk.is_empty() {
+        tx.blocking_send(chunk).map_err(|_| Error::Cancelled)?;
+    }
+    Ok(())
+}
+
+/// Every entry of a gzip stream of concatenated BSON oplog entries (a stored oplog object,
+/// `what` in errors), in order, to `visit`. Blocking.
+///
+/// # Errors
+/// A corrupt or truncated stream, an entry length out of bounds, or `visit`'s error.
+pub(crate) fn for_each_entry(
+    reader: impl Read,
+    what: &str,
+    mut visit: impl FnMut(Vec<u8>) -> Result<()>,
+) -> Result<()> {
     let mut gz = GzDecoder::new(reader);
     let bad = |detail: String| Error::Format {
         what: format!("oplog object {what}"),
         detail,
     };
-    let mut chunk = Vec::new();
-    let mut chunk_bytes = 0;
     loop {
         let mut len = [0u8; 4];
         match read_full(&mut gz, &mut len).map_err(|e| bad(e.to_string()))? {
-            0 => break,
+            0 => return Ok(()),
             4 => {}
             n => {
                 return Err(bad(format!(
@@ -349,18 +375,8 @@ fn split_entries(reader: impl Read, what: &str, tx: &mpsc::Sender<Vec<Vec<u8>>>)
         if read_full(&mut gz, &mut e[4..]).map_err(|err| bad(err.to_string()))? != e.len() - 4 {
             return Err(bad("ends inside an entry".into()));
         }
-        chunk_bytes += e.len();
-        chunk.push(e);
-        if chunk.len() >= 256 || chunk_bytes >= 1 << 20 {
-            tx.blocking_send(std::mem::take(&mut chunk))
-                .map_err(|_| Error::Cancelled)?;
-            chunk_bytes = 0;
-        }
+        visit(e)?;
     }
-    if !chunk.is_empty() {
-        tx.blocking_send(chunk).map_err(|_| Error::Cancelled)?;
-    }
-    Ok(())
 }
 
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
