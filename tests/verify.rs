@@ -524,6 +524,76 @@ async fn a_large_collection_read_back_in_id_or_record_ranges_has_the_digest_of_o
     client.database(&db).drop().await.unwrap();
 }
 
+#[tokio::test]
+async fn a_large_collection_is_read_back_in_record_ranges_while_it_still_loads() {
+    // Ranges of 1 MiB, parts of 1 MiB: a 12 MiB collection loads in twelve parts, two at a
+    // time, and is read back in twelve ranges, each once the restore says its records are
+    // committed. A range read too early (a part beside it still inserting) skips records and
+    // the ranges no longer tile: the collection is then read back whole, and said so.
+    let s = common::services();
+    let cwd = tempfile::tempdir().unwrap();
+    let client = common::client(&s.rs_uri).await;
+    let db = common::unique("vload");
+    mongokeep::sample::seed_app(&client, &db, "big", 12, 7)
+        .await
+        .unwrap();
+    common::mongokeep(cwd.path())
+        .env("MONGODB_URI", &s.rs_uri)
+        .args([
+            "backup",
+            "--db",
+            &db,
+            "--repo",
+            "./repo",
+            "--archive-part-mib",
+            "1",
+        ])
+        .run()
+        .expect_code(0);
+    let out = common::mongokeep(cwd.path())
+        .env("MONGOKEEP_RANGE_MIB", "1")
+        .args([
+            "-vv",
+            "verify",
+            "--repo",
+            "./repo",
+            "--scratch",
+            &s.standalone_uri,
+        ])
+        .run();
+    out.expect_code(0);
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| {
+            l.contains("read back in record ranges while loading")
+                && l.contains(&format!("ns=\"{db}.big\""))
+        })
+        .unwrap_or_else(|| panic!("big was not read in ranges while loading:\n{}", out.stderr));
+    let field = |name: &str| -> usize {
+        let at = line
+            .find(&format!(" {name}="))
+            .unwrap_or_else(|| panic!("no {name} in {line}"));
+        line[at + name.len() + 2..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(field("ranges") >= 12, "{line}");
+    // Most ranges were read before the last document was in: the last part or two (and
+    // the open-ended last range) are all that waits for the end of the load.
+    assert!(field("early") >= field("ranges") / 2, "{line}");
+    assert!(!out.stderr.contains("do not tile"), "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("a record range failed"),
+        "{}",
+        out.stderr
+    );
+    client.database(&db).drop().await.unwrap();
+}
+
 /// Documents of `db.coll` on `uri`'s server.
 async fn count(client: &mongodb::Client, db: &str, coll: &str) -> u64 {
     client

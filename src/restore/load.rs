@@ -87,6 +87,8 @@ pub(super) async fn restore_collection(
         .unwrap_or(false);
     let codec = Codec::for_reading(&e.codec);
     let mut loaded = (0u64, 0u64);
+    // Only a collection created here numbers its records from the first one.
+    let mut committed = (created && opts.on_event.is_some()).then(Watermark::default);
     for obj in &e.objects {
         let (byte_tx, byte_rx) = mpsc::channel(8);
         let (part_tx, part_rx) = mpsc::channel::<Vec<u8>>(1);
@@ -129,12 +131,21 @@ pub(super) async fn restore_collection(
             let mut failed: Option<Error> = None;
             while !(input_done && in_flight.is_empty()) {
                 tokio::select! {
-                    r = in_flight.next(), if !in_flight.is_empty() => match r.expect("not empty") as Result<(u64, u64)> {
-                        Ok((d, b)) => {
+                    r = in_flight.next(), if !in_flight.is_empty() => match r.expect("not empty") as (u64, Result<(u64, u64)>) {
+                        (part, Ok((d, b))) => {
                             n.0 += d;
                             n.1 += b;
+                            if let (Some(w), Some(tx)) = (committed.as_mut(), &opts.on_event) {
+                                if let Some(documents) = w.ended(part, d) {
+                                    let _ = tx.send(RestoreEvent::Committed {
+                                        db: e.db.clone(),
+                                        name: e.name.clone(),
+                                        documents,
+                                    });
+                                }
+                            }
                         }
-                        Err(e) => {
+                        (_, Err(e)) => {
                             input_done = true;
                             if !e.is_cancelled() {
                                 cancel.cancel();
@@ -151,7 +162,9 @@ pub(super) async fn restore_collection(
                             input_done = true;
                             continue;
                         };
-                        in_flight.push(insert_part(&coll, part, ordered, item, target, progress, cancel));
+                        let seq = committed.as_mut().map_or(0, Watermark::issue);
+                        let insert = insert_part(&coll, part, ordered, item, target, progress, cancel);
+                        in_flight.push(async move { (seq, insert.await) });
                     }
                 }
             }
@@ -239,6 +252,64 @@ pub(super) async fn restore_collection(
 }
 
 /// Insert the documents of one archive part; returns (documents, BSON bytes).
+/// Which first records of a collection being loaded are surely committed, from the parts
+/// its inserters were given and those that ended ([`RestoreEvent::Committed`]).
+///
+/// The server numbers a new collection's records in the order it inserts them, and parts
+/// load side by side, so a part that ended may hold record ids above those of a part still
+/// under way. What is safe: when `n` documents have been acknowledged, the server had
+/// numbered at least `n` records, every one of them by a part issued by then; once each
+/// of those parts has ended, the records up to `n` are committed.
+#[derive(Debug, Default)]
+pub(crate) struct Watermark {
+    /// Parts issued, numbered from 1.
+    issued: u64,
+    /// Every part up to this one has ended.
+    low: u64,
+    /// Parts above `low` that have ended.
+    ended: std::collections::BTreeSet<u64>,
+    /// Documents of the parts that have ended.
+    acknowledged: u64,
+    /// (last part issued, documents acknowledged) when a part ended, oldest first.
+    pending: std::collections::VecDeque<(u64, u64)>,
+    /// The last count announced.
+    announced: u64,
+}
+
+impl Watermark {
+    /// A part is given to an inserter; returns its number.
+    pub(crate) fn issue(&mut self) -> u64 {
+        self.issued += 1;
+        self.issued
+    }
+
+    /// Part `part` ended with `documents` inserted; returns a larger count of committed
+    /// first records, if there is one now.
+    pub(crate) fn ended(&mut self, part: u64, documents: u64) -> Option<u64> {
+        self.acknowledged += documents;
+        self.ended.insert(part);
+        while self.ended.remove(&(self.low + 1)) {
+            self.low += 1;
+        }
+        self.pending.push_back((self.issued, self.acknowledged));
+        let mut safe = None;
+        while let Some(&(last, n)) = self.pending.front() {
+            if last > self.low {
+                break;
+            }
+            safe = Some(n);
+            self.pending.pop_front();
+        }
+        match safe {
+            Some(n) if n > self.announced => {
+                self.announced = n;
+                Some(n)
+            }
+            _ => None,
+        }
+    }
+}
+
 async fn insert_part(
     coll: &mongodb::Collection<RawDocumentBuf>,
     part: Vec<u8>,
@@ -333,4 +404,41 @@ async fn create_indexes(target: &Source, item: &PlannedItem, hold: bool) -> Resu
             )
         })?;
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Watermark;
+
+    #[test]
+    fn one_part_at_a_time_commits_each_part_as_it_ends() {
+        let mut w = Watermark::default();
+        let a = w.issue();
+        assert_eq!(w.ended(a, 10), Some(10));
+        let b = w.issue();
+        assert_eq!(w.ended(b, 5), Some(15));
+    }
+
+    #[test]
+    fn a_part_that_ends_first_waits_for_the_parts_beside_it() {
+        let mut w = Watermark::default();
+        let (a, b) = (w.issue(), w.issue());
+        // Part a is still under way and may hold record ids below b's.
+        assert_eq!(w.ended(b, 10), None);
+        let c = w.issue();
+        // Ten documents were acknowledged when only a and b had been issued: both have
+        // ended now. The twenty acknowledged now also wait for c.
+        assert_eq!(w.ended(a, 10), Some(10));
+        assert_eq!(w.ended(c, 10), Some(30));
+    }
+
+    #[test]
+    fn nothing_is_announced_twice_or_backwards() {
+        let mut w = Watermark::default();
+        let (a, b) = (w.issue(), w.issue());
+        assert_eq!(w.ended(a, 0), None, "no documents: nothing new");
+        assert_eq!(w.ended(b, 4), Some(4));
+        let c = w.issue();
+        assert_eq!(w.ended(c, 0), None);
+    }
 }

@@ -120,6 +120,15 @@ pub(crate) async fn apply_expiry(
 /// `(db, name)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RestoreEvent {
+    /// While a collection created by the restore loads: its first `documents` records (in
+    /// the order the server stored them) are committed. Every insert that was under way when
+    /// that many documents had been acknowledged has ended since, so no record the server
+    /// numbered up to there can still appear. Sent only for collections the restore created.
+    Committed {
+        db: String,
+        name: String,
+        documents: u64,
+    },
     /// Every document of the collection is inserted (and as many as the archive holds); its
     /// indexes are being built. Its documents change no more.
     Loaded { db: String, name: String },

@@ -14,7 +14,7 @@ use super::{ext, scratch_db};
 use crate::digest::ContentDigest;
 use crate::manifest::{CollectionEntry, Manifest};
 use crate::restore::RestoreEvent;
-use crate::source::{classify, Source};
+use crate::source::{classify, RecordRange, Source};
 use crate::{Error, Result};
 
 fn skipped(e: &CollectionEntry) -> bool {
@@ -43,12 +43,18 @@ enum Job {
     ReadBack(usize),
     /// Check everything else, and the documents too unless they were read back already.
     Check(usize),
+    /// Count and digest one range of records that are committed (the collection may still
+    /// be loading).
+    ReadRange(usize, RecordRange),
 }
 
 /// [`compare`] while the restore runs: each collection's documents are read back as soon
 /// as the restore says they are all in ([`RestoreEvent::Loaded`], while its indexes
 /// build), and the rest is checked when it is restored ([`RestoreEvent::Restored`]);
-/// `parallel` jobs at a time. When the channel closes (the restore ended) whatever was not
+/// `parallel` jobs at a time. A large plain collection is read in ranges of records while
+/// it still loads, each as soon as the restore says its records are committed
+/// ([`RestoreEvent::Committed`]): they are read while the server still holds them in its
+/// cache, and little is left to read once the last one is in. When the channel closes (the restore ended) whatever was not
 /// announced (views, for one) is checked. Returns the checks in manifest order.
 ///
 /// # Errors
@@ -72,6 +78,7 @@ pub async fn compare_as_restored(
     let mut running = futures::stream::FuturesUnordered::new();
     let mut open = true;
     let position = |db: &str, name: &str| entries.iter().position(|e| e.db == db && e.name == name);
+    let ns = |i: usize| format!("{}.{}", entries[i].db, entries[i].name);
     while open || !queue.is_empty() || !running.is_empty() {
         while running.len() < parallel.max(1) {
             let Some(job) = queue.pop_front() else { break };
@@ -82,6 +89,18 @@ pub async fn compare_as_restored(
                         async move {
                             let db = scratch_db(prefix, &e.db);
                             (i, read_back(e, scratch, &db).await.map(Outcome::Read))
+                        }
+                        .boxed(),
+                    );
+                }
+                Job::ReadRange(i, range) => {
+                    let e: &CollectionEntry = entries[i];
+                    running.push(
+                        async move {
+                            let db = scratch_db(prefix, &e.db);
+                            let stored = e.stored_from.as_deref().unwrap_or(&e.name);
+                            let r = read_record_range(scratch, &db, stored, range).await;
+                            (i, Ok(Outcome::Range(range, r)))
                         }
                         .boxed(),
                     );
@@ -105,10 +124,22 @@ pub async fn compare_as_restored(
                     state[i].check_when_ready(i, &mut queue);
                 }
                 Outcome::Checked(c) => checks[i] = Some(c),
+                Outcome::Range(range, r) => {
+                    if let Some(ranges) = state[i].ranges.as_mut() {
+                        ranges.ended(range, r, &ns(i));
+                    }
+                    state[i].finish_ranges(i, &ns(i), &mut queue);
+                }
             },
             msg = events.recv(), if open => match msg {
+                Some(RestoreEvent::Committed { db, name, documents }) => {
+                    if let Some(i) = position(&db, &name) {
+                        state[i].committed(i, entries[i], documents, &mut queue);
+                    }
+                }
                 Some(RestoreEvent::Loaded { db, name }) => {
                     if let Some(i) = position(&db, &name) {
+                        state[i].loaded(i, &ns(i), &mut queue);
                         if !state[i].read_queued && entries[i].kind != "view" {
                             state[i].read_queued = true;
                             queue.push_back(Job::ReadBack(i));
@@ -124,6 +155,7 @@ pub async fn compare_as_restored(
                 None => {
                     open = false;
                     for (i, x) in state.iter_mut().enumerate() {
+                        x.loaded(i, &ns(i), &mut queue);
                         x.restored = true;
                         x.check_when_ready(i, &mut queue);
                     }
@@ -138,6 +170,8 @@ pub async fn compare_as_restored(
 #[derive(Debug, Clone, Default)]
 struct State {
     read_queued: bool,
+    /// The record ranges read while the collection loads, if it is read so.
+    ranges: Option<Ranges>,
     /// Count and digest, once read back.
     read: Option<(u64, ContentDigest)>,
     restored: bool,
@@ -145,6 +179,59 @@ struct State {
 }
 
 impl State {
+    /// The restore says the first `documents` records of `e`'s copy are committed: start
+    /// reading it in record ranges (a large plain collection), and queue the ranges that
+    /// are now wholly committed.
+    fn committed(
+        &mut self,
+        i: usize,
+        e: &CollectionEntry,
+        documents: u64,
+        queue: &mut std::collections::VecDeque<Job>,
+    ) {
+        if self.ranges.is_none() && !self.read_queued {
+            let Some(parts) = record_parts(e) else { return };
+            self.read_queued = true;
+            self.ranges = Some(Ranges::new(RecordRange::split(e.count, parts)));
+        }
+        let Some(ranges) = self.ranges.as_mut() else {
+            return;
+        };
+        ranges.queue_while(queue, i, |r| {
+            r.limit
+                .is_some_and(|l| u64::try_from(r.after + l).is_ok_and(|end| end <= documents))
+        });
+    }
+
+    /// Every document of the collection is in: queue the ranges not read yet.
+    fn loaded(&mut self, i: usize, ns: &str, queue: &mut std::collections::VecDeque<Job>) {
+        if let Some(ranges) = self.ranges.as_mut().filter(|r| !r.loaded) {
+            ranges.loaded = true;
+            ranges.early = ranges.queued;
+            ranges.queue_while(queue, i, |_| true);
+        }
+        self.finish_ranges(i, ns, queue);
+    }
+
+    /// Once every range has been read (or one failed), take the count and digest they
+    /// sum to if they tile the collection; otherwise read it back whole.
+    fn finish_ranges(&mut self, i: usize, ns: &str, queue: &mut std::collections::VecDeque<Job>) {
+        let Some(ranges) = self.ranges.as_ref() else {
+            return;
+        };
+        if !ranges.loaded || ranges.reading() > 0 || ranges.unqueued() > 0 && !ranges.failed {
+            return;
+        }
+        let ranges = self.ranges.take().expect("checked");
+        match ranges.sum(ns) {
+            Some(read) => {
+                self.read = Some(read);
+                self.check_when_ready(i, queue);
+            }
+            None => queue.push_back(Job::ReadBack(i)),
+        }
+    }
+
     /// Queue the check of a restored collection once its read-back (if any) has ended.
     fn check_when_ready(&mut self, i: usize, queue: &mut std::collections::VecDeque<Job>) {
         if self.restored && !self.check_queued && !(self.read_queued && self.read.is_none()) {
@@ -154,10 +241,116 @@ impl State {
     }
 }
 
+/// The record ranges of one collection, read while it loads ([`State::committed`]).
+#[derive(Debug, Clone)]
+struct Ranges {
+    planned: Vec<RecordRange>,
+    /// Planned ranges queued so far (the first ones).
+    queued: usize,
+    /// Queued ranges that have been read or failed.
+    ended: usize,
+    /// Each range read, with the last record id the server read and its count and digest.
+    read: Vec<(RecordRange, Option<i64>, (u64, ContentDigest))>,
+    /// A range failed (the server refused to start at its record id, say): the collection
+    /// is read back whole instead.
+    failed: bool,
+    /// The collection is wholly loaded.
+    loaded: bool,
+    /// Ranges queued before it was.
+    early: usize,
+}
+
+impl Ranges {
+    fn new(planned: Vec<RecordRange>) -> Self {
+        Self {
+            planned,
+            queued: 0,
+            ended: 0,
+            read: Vec::new(),
+            failed: false,
+            loaded: false,
+            early: 0,
+        }
+    }
+
+    /// Queue the next planned ranges of collection `i` while `ready` says so.
+    fn queue_while(
+        &mut self,
+        queue: &mut std::collections::VecDeque<Job>,
+        i: usize,
+        ready: impl Fn(&RecordRange) -> bool,
+    ) {
+        while !self.failed && self.queued < self.planned.len() && ready(&self.planned[self.queued])
+        {
+            queue.push_back(Job::ReadRange(i, self.planned[self.queued]));
+            self.queued += 1;
+        }
+    }
+
+    fn reading(&self) -> usize {
+        self.queued - self.ended
+    }
+
+    fn unqueued(&self) -> usize {
+        self.planned.len() - self.queued
+    }
+
+    /// A range has been read (its last record id, count and digest), or failed.
+    fn ended(
+        &mut self,
+        range: RecordRange,
+        r: Result<(Option<i64>, (u64, ContentDigest))>,
+        ns: &str,
+    ) {
+        self.ended += 1;
+        match r {
+            Ok((last, sum)) => self.read.push((range, last, sum)),
+            Err(e) => {
+                tracing::debug!(ns, error = %e, "a record range failed; reading the collection back whole");
+                self.failed = true;
+            }
+        }
+    }
+
+    /// The count and digest of the collection, when every range was read and they tile it.
+    fn sum(self, ns: &str) -> Option<(u64, ContentDigest)> {
+        if self.failed || self.read.len() != self.planned.len() {
+            return None;
+        }
+        let ends: Vec<_> = self.read.iter().map(|(r, last, _)| (*r, *last)).collect();
+        if !RecordRange::tile(&ends) {
+            tracing::debug!(
+                ns,
+                "record ranges read while loading do not tile; reading the collection back whole"
+            );
+            return None;
+        }
+        tracing::debug!(
+            ns,
+            ranges = self.read.len(),
+            early = self.early,
+            "read back in record ranges while loading"
+        );
+        Some(sum(self.read.into_iter().map(|(_, _, s)| s)))
+    }
+}
+
 /// What a job of [`compare_as_restored`] produced.
 enum Outcome {
     Read((u64, ContentDigest)),
     Checked(CollectionCheck),
+    /// A record range read (its last record id, count and digest), or why not.
+    Range(RecordRange, Result<(Option<i64>, (u64, ContentDigest))>),
+}
+
+/// The number of record ranges to read `e`'s restored copy in: a plain collection larger
+/// than two ranges (its records are numbered in the order they were inserted).
+fn record_parts(e: &CollectionEntry) -> Option<usize> {
+    let range_bytes = crate::source::range_bytes();
+    let plain = e.kind == "collection"
+        && e.stored_from.is_none()
+        && e.options.get("clusteredIndex").is_none();
+    (plain && e.bson_bytes > 2 * range_bytes).then(|| e.bson_bytes.div_ceil(range_bytes) as usize)
 }
 
 /// Count and content digest of a restored collection (its documents: the buckets of a
@@ -172,9 +365,7 @@ async fn read_back(
     // A plain collection just loaded has record ids 1 to its count: it is read in parts of
     // its natural order (a collection scan from a record id), cheaper for the server than
     // `_id` ranges (an index lookup per document, in `_id` order, not the order on disk).
-    let plain = e.kind == "collection" && e.options.get("clusteredIndex").is_none();
-    if plain && e.bson_bytes > 2 * range_bytes {
-        let parts = e.bson_bytes.div_ceil(range_bytes) as usize;
+    if let Some(parts) = record_parts(e) {
         match digest_in_record_ranges(scratch, db, &stored, e.count, parts).await {
             Ok(Some((count, digest, n))) => {
                 tracing::debug!(ns = %format!("{db}.{stored}"), ranges = n, "read back in record ranges");
@@ -401,7 +592,6 @@ pub async fn digest_in_record_ranges(
     count: u64,
     parts: usize,
 ) -> Result<Option<(u64, ContentDigest, usize)>> {
-    use crate::source::RecordRange;
     if !server.records_dense(db, coll, count).await {
         tracing::debug!(ns = %format!("{db}.{coll}"), "record ids are not 1 to the count; reading _id ranges");
         return Ok(None);
@@ -412,13 +602,7 @@ pub async fn digest_in_record_ranges(
     let read = crate::source::for_each_range(ranges, readers, |range| {
         let (server, db, coll) = (server.clone(), db.to_string(), coll.to_string());
         async move {
-            let (db_, coll_) = (db.clone(), coll.clone());
-            let (sum, last) = digest_read(&db, &coll, move |tx, cancel| async move {
-                server
-                    .record_batches(&db_, &coll_, range, tx, &cancel)
-                    .await
-            })
-            .await?;
+            let (last, sum) = read_record_range(&server, &db, &coll, range).await?;
             Ok((range, last, sum))
         }
     })
@@ -430,6 +614,27 @@ pub async fn digest_in_record_ranges(
     }
     let (count, digest) = sum(read.into_iter().map(|(_, _, s)| s));
     Ok(Some((count, digest, n)))
+}
+
+/// The last record id the server read in `range` of `db.coll`, and the range's count and
+/// digest.
+///
+/// # Errors
+/// The server failed or refused the range.
+async fn read_record_range(
+    server: &Source,
+    db: &str,
+    coll: &str,
+    range: RecordRange,
+) -> Result<(Option<i64>, (u64, ContentDigest))> {
+    let (server, db_, coll_) = (server.clone(), db.to_string(), coll.to_string());
+    let (sum, last) = digest_read(db, coll, move |tx, cancel| async move {
+        server
+            .record_batches(&db_, &coll_, range, tx, &cancel)
+            .await
+    })
+    .await?;
+    Ok((last, sum))
 }
 
 /// Count and content digest of a collection, read as raw BSON through one cursor.
@@ -550,6 +755,129 @@ pub async fn source_drift(manifest: &Manifest, source: &Source) -> Result<Vec<Dr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A plain collection of 1,000 documents and ten default ranges' worth of BSON.
+    fn large() -> CollectionEntry {
+        let bytes = 10 * crate::source::range_bytes();
+        serde_json::from_value(serde_json::json!({
+            "db": "d", "name": "c", "type": "collection", "options": {}, "indexes": [],
+            "uuid": null, "count": 1000, "bson_bytes": bytes, "content_digest": "",
+            "codec": "gzip", "parts": 1, "objects": []
+        }))
+        .unwrap()
+    }
+
+    fn digest_of_range(r: RecordRange) -> ContentDigest {
+        let mut d = ContentDigest::new();
+        d.add_document(&r.after.to_le_bytes());
+        d
+    }
+
+    /// Read the queued ranges as the server would: each ending `extra` record ids past
+    /// where a dense run ends (0: it tiles), the last one on record 1,000.
+    fn read_queued(st: &mut State, queue: &mut VecDeque<Job>, extra: i64) -> Vec<RecordRange> {
+        let mut read = Vec::new();
+        while let Some(Job::ReadRange(i, r)) = queue.front().copied() {
+            queue.pop_front();
+            let last = r.limit.map_or(1000, |l| r.after + l + extra);
+            let n = r.limit.map_or(1000 - r.after, |l| l) as u64;
+            st.ranges
+                .as_mut()
+                .unwrap()
+                .ended(r, Ok((Some(last), (n, digest_of_range(r)))), "d.c");
+            st.finish_ranges(i, "d.c", queue);
+            read.push(r);
+        }
+        read
+    }
+
+    use std::collections::VecDeque;
+
+    #[test]
+    fn committed_ranges_are_read_as_they_commit_and_summed_once_they_tile() {
+        let e = large();
+        let (mut st, mut queue) = (State::default(), VecDeque::new());
+        st.committed(0, &e, 250, &mut queue);
+        // Only the ranges wholly within the first 250 records.
+        let first = read_queued(&mut st, &mut queue, 0);
+        assert_eq!(
+            first.iter().map(|r| (r.after, r.limit)).collect::<Vec<_>>(),
+            [(0, Some(100)), (100, Some(100))]
+        );
+        st.committed(0, &e, 299, &mut queue);
+        assert!(queue.is_empty(), "{queue:?}");
+        st.restored = true;
+        st.loaded(0, "d.c", &mut queue);
+        let rest = read_queued(&mut st, &mut queue, 0);
+        assert_eq!(rest.len(), 8);
+        assert_eq!(rest.last().unwrap().limit, None);
+        let mut expected = ContentDigest::new();
+        for r in first.iter().chain(&rest) {
+            expected.merge(&digest_of_range(*r));
+        }
+        assert_eq!(st.read, Some((1000, expected)));
+        assert!(
+            matches!(queue.pop_front(), Some(Job::Check(0))),
+            "{queue:?}"
+        );
+        assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn ranges_that_do_not_tile_or_fail_leave_the_collection_to_be_read_back_whole() {
+        let e = large();
+        // A range read past a record not yet visible ends on a later record id.
+        let (mut st, mut queue) = (State::default(), VecDeque::new());
+        st.committed(0, &e, 250, &mut queue);
+        read_queued(&mut st, &mut queue, 1);
+        st.loaded(0, "d.c", &mut queue);
+        read_queued(&mut st, &mut queue, 0);
+        assert_eq!(st.read, None);
+        assert!(
+            matches!(queue.pop_front(), Some(Job::ReadBack(0))),
+            "{queue:?}"
+        );
+        assert!(queue.is_empty());
+
+        // A range the server refused: nothing more is queued, and once the ranges under way
+        // have ended and the load has, the collection is read back whole.
+        let (mut st, mut queue) = (State::default(), VecDeque::new());
+        st.committed(0, &e, 250, &mut queue);
+        let Some(Job::ReadRange(_, r)) = queue.pop_front() else {
+            panic!("{queue:?}")
+        };
+        st.ranges
+            .as_mut()
+            .unwrap()
+            .ended(r, Err(Error::Cancelled), "d.c");
+        st.finish_ranges(0, "d.c", &mut queue);
+        st.loaded(0, "d.c", &mut queue);
+        assert_eq!(
+            queue.len(),
+            1,
+            "only the range already under way: {queue:?}"
+        );
+        read_queued(&mut st, &mut queue, 0);
+        assert!(
+            matches!(queue.pop_front(), Some(Job::ReadBack(0))),
+            "{queue:?}"
+        );
+        assert_eq!(st.read, None);
+    }
+
+    #[test]
+    fn small_or_not_plain_collections_are_not_read_while_loading() {
+        let mut queue = VecDeque::new();
+        let mut small = large();
+        small.bson_bytes = crate::source::range_bytes();
+        let mut series = large();
+        series.stored_from = Some("system.buckets.c".into());
+        for e in [small, series] {
+            let mut st = State::default();
+            st.committed(0, &e, 1000, &mut queue);
+            assert!(queue.is_empty() && st.ranges.is_none() && !st.read_queued);
+        }
+    }
 
     #[test]
     fn index_differences_name_missing_changed_and_extra_indexes() {
