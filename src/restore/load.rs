@@ -251,7 +251,6 @@ pub(super) async fn restore_collection(
     })
 }
 
-/// Insert the documents of one archive part; returns (documents, BSON bytes).
 /// Which first records of a collection being loaded are surely committed, from the parts
 /// its inserters were given and those that ended ([`RestoreEvent::Committed`]).
 ///
@@ -310,6 +309,7 @@ impl Watermark {
     }
 }
 
+/// Insert the documents of one archive part; returns (documents, BSON bytes).
 async fn insert_part(
     coll: &mongodb::Collection<RawDocumentBuf>,
     part: Vec<u8>,
@@ -436,9 +436,13 @@ mod tests {
     fn nothing_is_announced_twice_or_backwards() {
         let mut w = Watermark::default();
         let (a, b) = (w.issue(), w.issue());
-        assert_eq!(w.ended(a, 0), None, "no documents: nothing new");
+        assert_eq!(w.ended(a, 0), None, "b is still under way");
         assert_eq!(w.ended(b, 4), Some(4));
         let c = w.issue();
-        assert_eq!(w.ended(c, 0), None);
+        assert_eq!(w.ended(c, 0), None, "no documents: nothing new");
+        // Parts that end out of order never announce fewer records than before.
+        let (d, e) = (w.issue(), w.issue());
+        assert_eq!(w.ended(e, 3), None);
+        assert_eq!(w.ended(d, 3), Some(10));
     }
 }

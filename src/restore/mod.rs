@@ -119,6 +119,7 @@ pub(crate) async fn apply_expiry(
 /// What a restore tells its watcher while it runs; collections are named by their source
 /// `(db, name)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RestoreEvent {
     /// While a collection created by the restore loads: its first `documents` records (in
     /// the order the server stored them) are committed. Every insert that was under way when

@@ -197,17 +197,20 @@ impl State {
         let Some(ranges) = self.ranges.as_mut() else {
             return;
         };
+        let before = ranges.queued;
         ranges.queue_while(queue, i, |r| {
             r.limit
                 .is_some_and(|l| u64::try_from(r.after + l).is_ok_and(|end| end <= documents))
         });
+        if documents < e.count {
+            ranges.early += ranges.queued - before;
+        }
     }
 
     /// Every document of the collection is in: queue the ranges not read yet.
     fn loaded(&mut self, i: usize, ns: &str, queue: &mut std::collections::VecDeque<Job>) {
-        if let Some(ranges) = self.ranges.as_mut().filter(|r| !r.loaded) {
+        if let Some(ranges) = self.ranges.as_mut() {
             ranges.loaded = true;
-            ranges.early = ranges.queued;
             ranges.queue_while(queue, i, |_| true);
         }
         self.finish_ranges(i, ns, queue);
@@ -256,7 +259,7 @@ struct Ranges {
     failed: bool,
     /// The collection is wholly loaded.
     loaded: bool,
-    /// Ranges queued before it was.
+    /// Ranges queued while some of the collection's records were not committed yet.
     early: usize,
 }
 
@@ -315,6 +318,16 @@ impl Ranges {
     /// The count and digest of the collection, when every range was read and they tile it.
     fn sum(self, ns: &str) -> Option<(u64, ContentDigest)> {
         if self.failed || self.read.len() != self.planned.len() {
+            return None;
+        }
+        // A range read across a record not yet visible holds fewer records than planned
+        // (and ends further on, unless nothing after it was visible either).
+        if let Some((r, _, (n, _))) = self
+            .read
+            .iter()
+            .find(|(r, _, (n, _))| r.limit.is_some_and(|l| u64::try_from(l) != Ok(*n)))
+        {
+            tracing::debug!(ns, after = r.after, documents = n, "a record range read while loading holds fewer records than planned; reading the collection back whole");
             return None;
         }
         let ends: Vec<_> = self.read.iter().map(|(r, last, _)| (*r, *last)).collect();
@@ -797,6 +810,14 @@ mod tests {
     fn committed_ranges_are_read_as_they_commit_and_summed_once_they_tile() {
         let e = large();
         let (mut st, mut queue) = (State::default(), VecDeque::new());
+        st.committed(0, &e, 199, &mut queue);
+        assert_eq!(
+            queue.len(),
+            1,
+            "only records 1 to 100 are wholly committed: {queue:?}"
+        );
+        st.committed(0, &e, 200, &mut queue);
+        assert_eq!(queue.len(), 2, "records 101 to 200 are too: {queue:?}");
         st.committed(0, &e, 250, &mut queue);
         // Only the ranges wholly within the first 250 records.
         let first = read_queued(&mut st, &mut queue, 0);
@@ -806,6 +827,7 @@ mod tests {
         );
         st.committed(0, &e, 299, &mut queue);
         assert!(queue.is_empty(), "{queue:?}");
+        assert_eq!(st.ranges.as_ref().unwrap().early, 2);
         st.restored = true;
         st.loaded(0, "d.c", &mut queue);
         let rest = read_queued(&mut st, &mut queue, 0);
@@ -838,6 +860,25 @@ mod tests {
             "{queue:?}"
         );
         assert!(queue.is_empty());
+
+        // A range that tiles but holds fewer records than planned (read across a record
+        // not yet visible, with nothing visible after it).
+        let (mut st, mut queue) = (State::default(), VecDeque::new());
+        st.committed(0, &e, 100, &mut queue);
+        let Some(Job::ReadRange(_, r)) = queue.pop_front() else {
+            panic!("{queue:?}")
+        };
+        st.ranges
+            .as_mut()
+            .unwrap()
+            .ended(r, Ok((Some(100), (99, digest_of_range(r)))), "d.c");
+        st.loaded(0, "d.c", &mut queue);
+        read_queued(&mut st, &mut queue, 0);
+        assert_eq!(st.read, None);
+        assert!(
+            matches!(queue.pop_front(), Some(Job::ReadBack(0))),
+            "{queue:?}"
+        );
 
         // A range the server refused: nothing more is queued, and once the ranges under way
         // have ended and the load has, the collection is read back whole.
