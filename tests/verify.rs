@@ -591,6 +591,54 @@ async fn a_large_collection_is_read_back_in_record_ranges_while_it_still_loads()
         "{}",
         out.stderr
     );
+
+    // The same path finds a difference: a manifest that records another digest for `big`
+    // (one hex digit changed) fails with the mismatch code and names it.
+    let snapshots = cwd.path().join("repo/snapshots");
+    let dir = std::fs::read_dir(&snapshots)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let path = dir.join("manifest.json");
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let recorded = m["collections"][0]["content_digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let other = format!(
+        "{}{}",
+        &recorded[..recorded.len() - 1],
+        if recorded.ends_with('0') { '1' } else { '0' }
+    );
+    m["collections"][0]["content_digest"] = other.clone().into();
+    std::fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
+    let out = common::mongokeep(cwd.path())
+        .env("MONGOKEEP_RANGE_MIB", "1")
+        .args([
+            "-vv",
+            "verify",
+            "--repo",
+            "./repo",
+            "--scratch",
+            &s.standalone_uri,
+        ])
+        .run();
+    out.expect_code(MISMATCH);
+    assert!(
+        out.stderr
+            .contains("read back in record ranges while loading"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.all().contains(&format!(
+            "{db}.big: content digest: expected {other}, found {recorded}"
+        )),
+        "{}",
+        out.all()
+    );
     client.database(&db).drop().await.unwrap();
 }
 
