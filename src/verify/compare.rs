@@ -53,9 +53,9 @@ enum Job {
 /// build), and the rest is checked when it is restored ([`RestoreEvent::Restored`]);
 /// `parallel` jobs at a time. A large plain collection is read in ranges of records while
 /// it still loads, each as soon as the restore says its records are committed
-/// ([`RestoreEvent::Committed`]): they are read while the server still holds them in its
-/// cache, and little is left to read once the last one is in. When the channel closes (the restore ended) whatever was not
-/// announced (views, for one) is checked. Returns the checks in manifest order.
+/// ([`RestoreEvent::Committed`]), so that little is left to read once the last one is in.
+/// When the channel closes (the restore ended) whatever was not announced (views, for one)
+/// is checked. Returns the checks in manifest order.
 ///
 /// # Errors
 /// The scratch server failed.
@@ -252,8 +252,8 @@ struct Ranges {
     queued: usize,
     /// Queued ranges that have been read or failed.
     ended: usize,
-    /// Each range read, with the last record id the server read and its count and digest.
-    read: Vec<(RecordRange, Option<i64>, (u64, ContentDigest))>,
+    /// Each range read.
+    read: Vec<RangeRead>,
     /// A range failed (the server refused to start at its record id, say): the collection
     /// is read back whole instead.
     failed: bool,
@@ -320,32 +320,49 @@ impl Ranges {
         if self.failed || self.read.len() != self.planned.len() {
             return None;
         }
-        // A range read across a record not yet visible holds fewer records than planned
-        // (and ends further on, unless nothing after it was visible either).
-        if let Some((r, _, (n, _))) = self
-            .read
-            .iter()
-            .find(|(r, _, (n, _))| r.limit.is_some_and(|l| u64::try_from(l) != Ok(*n)))
-        {
-            tracing::debug!(ns, after = r.after, documents = n, "a record range read while loading holds fewer records than planned; reading the collection back whole");
-            return None;
+        let n = self.read.len();
+        match tiled_sum(self.read) {
+            Ok(sum) => {
+                tracing::debug!(
+                    ns,
+                    ranges = n,
+                    early = self.early,
+                    "read back in record ranges while loading"
+                );
+                Some(sum)
+            }
+            Err(why) => {
+                tracing::debug!(
+                    ns,
+                    why,
+                    "record ranges read while loading: reading the collection back whole"
+                );
+                None
+            }
         }
-        let ends: Vec<_> = self.read.iter().map(|(r, last, _)| (*r, *last)).collect();
-        if !RecordRange::tile(&ends) {
-            tracing::debug!(
-                ns,
-                "record ranges read while loading do not tile; reading the collection back whole"
-            );
-            return None;
-        }
-        tracing::debug!(
-            ns,
-            ranges = self.read.len(),
-            early = self.early,
-            "read back in record ranges while loading"
-        );
-        Some(sum(self.read.into_iter().map(|(_, _, s)| s)))
     }
+}
+
+/// One record range as read: the range, the last record id the server read in it, and its
+/// count and digest.
+type RangeRead = (RecordRange, Option<i64>, (u64, ContentDigest));
+
+/// The count and digest of a collection read in record ranges, when the ranges can be
+/// trusted to have read each of its documents once: they tile it, and each bounded range
+/// holds as many records as it asked for. A range read across a record that was not
+/// visible yet holds fewer, and ends further on unless nothing after it was visible either.
+fn tiled_sum(read: Vec<RangeRead>) -> std::result::Result<(u64, ContentDigest), &'static str> {
+    if read
+        .iter()
+        .any(|(r, _, (n, _))| r.limit.is_some_and(|l| u64::try_from(l) != Ok(*n)))
+    {
+        return Err("a range holds fewer records than it asked for");
+    }
+    let ends: Vec<_> = read.iter().map(|(r, last, _)| (*r, *last)).collect();
+    if !RecordRange::tile(&ends) {
+        return Err("the ranges do not tile the collection");
+    }
+    Ok(sum(read.into_iter().map(|(_, _, s)| s)))
 }
 
 /// What a job of [`compare_as_restored`] produced.
@@ -620,13 +637,13 @@ pub async fn digest_in_record_ranges(
         }
     })
     .await?;
-    let ends: Vec<_> = read.iter().map(|(r, last, _)| (*r, *last)).collect();
-    if !RecordRange::tile(&ends) {
-        tracing::debug!(ns = %format!("{db}.{coll}"), "record ranges do not tile; reading _id ranges");
-        return Ok(None);
+    match tiled_sum(read) {
+        Ok((count, digest)) => Ok(Some((count, digest, n))),
+        Err(why) => {
+            tracing::debug!(ns = %format!("{db}.{coll}"), why, "record ranges: reading _id ranges");
+            Ok(None)
+        }
     }
-    let (count, digest) = sum(read.into_iter().map(|(_, _, s)| s));
-    Ok(Some((count, digest, n)))
 }
 
 /// The last record id the server read in `range` of `db.coll`, and the range's count and
@@ -806,6 +823,17 @@ mod tests {
 
     use std::collections::VecDeque;
 
+    /// Nothing was summed, and the collection is queued to be read back whole.
+    #[track_caller]
+    fn read_back_whole(st: &State, queue: &mut VecDeque<Job>) {
+        assert_eq!(st.read, None);
+        assert!(
+            matches!(queue.pop_front(), Some(Job::ReadBack(0))),
+            "{queue:?}"
+        );
+        assert!(queue.is_empty(), "{queue:?}");
+    }
+
     #[test]
     fn committed_ranges_are_read_as_they_commit_and_summed_once_they_tile() {
         let e = large();
@@ -854,12 +882,7 @@ mod tests {
         read_queued(&mut st, &mut queue, 1);
         st.loaded(0, "d.c", &mut queue);
         read_queued(&mut st, &mut queue, 0);
-        assert_eq!(st.read, None);
-        assert!(
-            matches!(queue.pop_front(), Some(Job::ReadBack(0))),
-            "{queue:?}"
-        );
-        assert!(queue.is_empty());
+        read_back_whole(&st, &mut queue);
 
         // A range that tiles but holds fewer records than planned (read across a record
         // not yet visible, with nothing visible after it).
@@ -874,11 +897,7 @@ mod tests {
             .ended(r, Ok((Some(100), (99, digest_of_range(r)))), "d.c");
         st.loaded(0, "d.c", &mut queue);
         read_queued(&mut st, &mut queue, 0);
-        assert_eq!(st.read, None);
-        assert!(
-            matches!(queue.pop_front(), Some(Job::ReadBack(0))),
-            "{queue:?}"
-        );
+        read_back_whole(&st, &mut queue);
 
         // A range the server refused: nothing more is queued, and once the ranges under way
         // have ended and the load has, the collection is read back whole.
@@ -899,11 +918,7 @@ mod tests {
             "only the range already under way: {queue:?}"
         );
         read_queued(&mut st, &mut queue, 0);
-        assert!(
-            matches!(queue.pop_front(), Some(Job::ReadBack(0))),
-            "{queue:?}"
-        );
-        assert_eq!(st.read, None);
+        read_back_whole(&st, &mut queue);
     }
 
     #[test]
