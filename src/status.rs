@@ -1,7 +1,7 @@
 //! `mongokeep status` and the Prometheus textfile metrics: the two facts a monitor needs,
 //! the age of the newest complete snapshot and of the newest passed full verification (and,
-//! when asked, how far behind now the stored oplog reaches), and per operation the last
-//! run, its outcome and its figures.
+//! when asked, how far behind now the newest point `restore --to-time` can reach is), and per
+//! operation the last run, its outcome and its figures.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -10,7 +10,8 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
 use crate::journal::JournalEntry;
-use crate::oplog::optime::wall_or_seconds;
+use crate::oplog::coverage::{self, Anchor, Span};
+use crate::oplog::optime::{describe, wall_or_seconds};
 use crate::repository::Repository;
 use crate::verify::{list_reports, VerifyReport};
 use crate::{Error, Result};
@@ -45,7 +46,8 @@ pub struct Status {
     pub last_verification: Option<VerifyReport>,
     /// The newest passed full verification's time.
     pub last_passed_verification_time: Option<DateTime<Utc>>,
-    /// The time the newest oplog slice reaches (`--max-oplog-age` only).
+    /// The newest point `restore --to-time` can reach (`--max-oplog-age` only): the latest
+    /// a complete point-in-time snapshot reaches through the stored oplog, up to a gap.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oplog_reaches: Option<DateTime<Utc>>,
     /// The checks.
@@ -59,8 +61,8 @@ pub struct Limits {
     pub snapshot: Duration,
     /// Of the newest passed full verification.
     pub verification: Duration,
-    /// Of the time the newest oplog slice reaches: hourly `oplog push` still running
-    /// (checked only when set).
+    /// Of the newest point `restore --to-time` can reach: hourly `oplog push` still
+    /// running, and no gap since the newest point-in-time snapshot (checked only when set).
     pub oplog: Option<Duration>,
 }
 
@@ -135,12 +137,11 @@ pub async fn status(repo: &Repository, limits: Limits, now: DateTime<Utc>) -> Re
     let mut oplog_reaches = None;
     if let Some(max) = limits.oplog {
         let listing = crate::oplog::slices::list(repo).await?;
-        oplog_reaches = listing
-            .slices
-            .iter()
-            .map(|s| wall_or_seconds(s.oplog.to, s.oplog.to_wall))
-            .max();
-        checks.push(check("oplog_age", "oplog slice", oplog_reaches, max, now));
+        let spans = crate::oplog::restore::spans(&listing.slices);
+        let anchors = crate::oplog::restore::anchors(repo).await?;
+        let (reaches, c) = oplog_check(&anchors, &spans, max, now);
+        oplog_reaches = reaches;
+        checks.push(c);
     }
     let ok = checks.iter().all(|c| c.ok);
     Ok(Status {
@@ -153,6 +154,49 @@ pub async fn status(repo: &Repository, limits: Limits, now: DateTime<Utc>) -> Re
         oplog_reaches,
         checks,
     })
+}
+
+/// The `oplog_age` check: how long ago the newest point `restore --to-time` can reach is,
+/// that is the latest any complete point-in-time snapshot reaches through the stored
+/// slices, up to the first gap after it (a slice stored after the oplog rolled over does not
+/// extend a snapshot taken before the gap). Returns that time and the check; the message
+/// names a gap after it, and the fix.
+pub fn oplog_check(
+    anchors: &[Anchor],
+    spans: &[Span],
+    max: Duration,
+    now: DateTime<Utc>,
+) -> (Option<DateTime<Utc>>, Check) {
+    let best = anchors
+        .iter()
+        .map(|a| coverage::reach(a, spans))
+        .max_by_key(|r| r.to);
+    let reaches = best.as_ref().map(|r| wall_or_seconds(r.to, r.to_wall));
+    let mut c = check("oplog_age", "recoverable point", reaches, max, now);
+    match &best {
+        None if spans.is_empty() => {
+            c.message = "no point-in-time snapshot and no oplog slice yet: back up a replica set, then run `oplog push` hourly".into();
+        }
+        None => {
+            c.message = "no point-in-time snapshot yet: the stored oplog slices have nothing to carry forward; back up the replica set".into();
+        }
+        Some(r) => {
+            if let Some((after, resumed)) = r.gap {
+                c.message = format!(
+                    "{}; the stored oplog has a gap after {} (it resumes at {}: the oplog rolled over before `oplog push` stored it), so later slices carry no snapshot past it: take a backup now",
+                    c.message,
+                    describe(after),
+                    describe(resumed)
+                );
+            } else if r.chain.is_empty() {
+                c.message = format!(
+                    "{} (the newest point-in-time snapshot's own consistency point: no oplog slice carries it further yet)",
+                    c.message
+                );
+            }
+        }
+    }
+    (reaches, c)
 }
 
 /// Parse a threshold like `26h`, `35d`, `90m`, `3600s`.
@@ -282,6 +326,100 @@ mod tests {
         for bad in ["", "h", "26", "26w", "-1h"] {
             assert!(parse_age(bad, "--max-age").is_err(), "{bad}");
         }
+    }
+
+    fn op(t: u32) -> crate::manifest::OpTime {
+        crate::manifest::OpTime { t: BASE + t, i: 1 }
+    }
+
+    fn span(start: u32, to: u32) -> Span {
+        Span {
+            name: format!("s{start}"),
+            start: op(start),
+            to: op(to),
+            to_wall: None,
+        }
+    }
+
+    fn anchor(point: u32) -> Anchor {
+        Anchor {
+            id: format!("a{point}"),
+            point: op(point),
+            point_wall: None,
+        }
+    }
+
+    /// 2026-11-01 00:00 UTC in seconds since the epoch: the tests count from it.
+    const BASE: u32 = 1_793_491_200;
+
+    fn time(s: u32) -> DateTime<Utc> {
+        Utc.timestamp_opt(i64::from(BASE + s), 0).unwrap()
+    }
+
+    #[test]
+    fn oplog_age_is_how_far_the_newest_snapshot_reaches_not_the_newest_slice() {
+        let hour = Duration::hours(1);
+        let now = time(20_000);
+        // Hourly slices from the snapshot at 1000 on, without a gap: the last reaches 19_900.
+        let chained: Vec<Span> = (0..18)
+            .map(|h| span(1000 + h * 1000, 2000 + h * 1000))
+            .chain([span(19_000, 19_900)])
+            .collect();
+        let (reaches, c) = oplog_check(&[anchor(1000)], &chained, hour, now);
+        assert_eq!(reaches, Some(time(19_900)));
+        assert!(c.ok, "{c:?}");
+        assert_eq!(c.age_seconds, Some(100));
+        assert!(!c.message.contains("gap"), "{}", c.message);
+
+        // The oplog rolled over between the slices to 5000 and from 7000: the later slices
+        // reach 19_900 still, but no snapshot can be restored past 5000.
+        let gapped: Vec<Span> = chained
+            .iter()
+            .filter(|s| s.start != op(5000) && s.start != op(6000))
+            .cloned()
+            .collect();
+        let (reaches, c) = oplog_check(&[anchor(1000)], &gapped, hour, now);
+        assert_eq!(reaches, Some(time(5000)));
+        assert!(!c.ok, "{c:?}");
+        assert_eq!(c.age_seconds, Some(15_000));
+        assert!(
+            c.message.contains("gap after")
+                && c.message.contains(&describe(op(5000)))
+                && c.message.contains(&describe(op(7000)))
+                && c.message.contains("take a backup now"),
+            "{}",
+            c.message
+        );
+
+        // A snapshot taken after the gap reaches on from there.
+        let (reaches, c) = oplog_check(&[anchor(1000), anchor(8000)], &gapped, hour, now);
+        assert_eq!(reaches, Some(time(19_900)));
+        assert!(c.ok && !c.message.contains("gap"), "{c:?}");
+    }
+
+    #[test]
+    fn oplog_age_without_slices_or_without_a_point_in_time_snapshot() {
+        let hour = Duration::hours(1);
+        // A fresh snapshot, nothing pushed yet: its own consistency point is recoverable.
+        let (reaches, c) = oplog_check(&[anchor(19_000)], &[], hour, time(20_000));
+        assert_eq!(reaches, Some(time(19_000)));
+        assert!(
+            c.ok && c.message.contains("no oplog slice carries it further"),
+            "{c:?}"
+        );
+        // ... until the limit passes with no push.
+        let (_, c) = oplog_check(&[anchor(19_000)], &[], hour, time(22_601));
+        assert!(!c.ok, "{c:?}");
+        // Slices but no point-in-time snapshot (a standalone's, say): nothing to restore.
+        let (reaches, c) = oplog_check(&[], &[span(19_000, 19_900)], hour, time(20_000));
+        assert_eq!((reaches, c.ok, c.age_seconds), (None, false, None));
+        assert!(
+            c.message.starts_with("no point-in-time snapshot yet"),
+            "{}",
+            c.message
+        );
+        let (_, c) = oplog_check(&[], &[], hour, time(20_000));
+        assert!(!c.ok && c.message.contains("no oplog slice"), "{c:?}");
     }
 
     #[test]

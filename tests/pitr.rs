@@ -657,6 +657,26 @@ async fn oplog_push_notices_a_gap_and_restore_refuses_inside_it() {
         "{}",
         listing.stdout
     );
+    // The slice past the gap reaches the second deployment's present, but no snapshot can
+    // be restored past the gap: that is what `status --max-oplog-age` reports.
+    let st = mk(cwd.path(), &repo)
+        .args(["status", "--max-oplog-age", "1h", "--json"])
+        .run();
+    st.expect_code(7); // no verification in this repository
+    let j = st.json();
+    let reaches: chrono::DateTime<Utc> = j["oplog_reaches"].as_str().unwrap().parse().unwrap();
+    assert!(reaches <= end_of_first, "{reaches} is past the gap: {j}");
+    let c = j["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "oplog_age")
+        .cloned()
+        .unwrap_or_else(|| panic!("no oplog_age check: {j}"));
+    assert!(
+        c["message"].as_str().unwrap().contains("has a gap after"),
+        "{c}"
+    );
     let inside = (end_of_first + chrono::Duration::milliseconds(1000)).to_rfc3339();
     let s = common::services();
     let refused = mk(cwd.path(), &repo)
@@ -744,7 +764,8 @@ async fn prune_keeps_the_slices_kept_snapshots_need_and_removes_the_rest() {
     };
     let a = src.database(&db).collection::<Document>("a");
     run(&["backup", "--db", &db]).expect_code(0);
-    // `status --max-oplog-age`: fails while no push has stored a slice, passes after one.
+    // `status --max-oplog-age`: before any push the newest recoverable point is the
+    // snapshot's own consistency point; after one, the slice's end.
     let oplog_check = || {
         let st = run(&["status", "--max-oplog-age", "1h", "--json"]);
         st.expect_code(7); // no verification in this repository
@@ -759,9 +780,16 @@ async fn prune_keeps_the_slices_kept_snapshots_need_and_removes_the_rest() {
         (c, j["oplog_reaches"].clone())
     };
     let (c, reaches) = oplog_check();
-    assert_eq!(c["ok"], false, "{c}");
-    assert_eq!(c["message"], "no oplog slice yet");
-    assert!(reaches.is_null(), "{reaches}");
+    assert_eq!(c["ok"], true, "{c}");
+    assert!(
+        c["message"]
+            .as_str()
+            .unwrap()
+            .contains("no oplog slice carries it further"),
+        "{c}"
+    );
+    let point: chrono::DateTime<Utc> = reaches.as_str().unwrap().parse().unwrap();
+    assert!((Utc::now() - point).num_seconds() < 60, "{point}");
     a.insert_one(doc! { "_id": "one" }).await.unwrap();
     // before the second snapshot; the metrics file shows the push to a monitor
     run(&["--metrics-file", "m.prom", "oplog", "push", "--db", &db]).expect_code(0);
@@ -775,8 +803,12 @@ async fn prune_keeps_the_slices_kept_snapshots_need_and_removes_the_rest() {
     }
     let (c, reaches) = oplog_check();
     assert_eq!(c["ok"], true, "{c}");
+    assert!(
+        !c["message"].as_str().unwrap().contains("no oplog slice"),
+        "{c}"
+    );
     let reaches: chrono::DateTime<Utc> = reaches.as_str().unwrap().parse().unwrap();
-    assert!((Utc::now() - reaches).num_seconds() < 60, "{reaches}");
+    assert!(reaches > point, "{reaches} not after {point}");
     std::thread::sleep(Duration::from_millis(1100)); // snapshot ids have whole seconds
     run(&["backup", "--db", &db]).expect_code(0);
     a.insert_one(doc! { "_id": "two" }).await.unwrap();
