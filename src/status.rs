@@ -167,10 +167,7 @@ pub fn oplog_check(
     max: Duration,
     now: DateTime<Utc>,
 ) -> (Option<DateTime<Utc>>, Check) {
-    let best = anchors
-        .iter()
-        .map(|a| coverage::reach(a, spans))
-        .max_by_key(|r| r.to);
+    let best = newest_reach(anchors, spans);
     let reaches = best.as_ref().map(|r| wall_or_seconds(r.to, r.to_wall));
     let mut c = check("oplog_age", "recoverable point", reaches, max, now);
     match &best {
@@ -197,6 +194,35 @@ pub fn oplog_check(
         }
     }
     (reaches, c)
+}
+
+/// The furthest any of `anchors` reaches through `spans`.
+fn newest_reach(anchors: &[Anchor], spans: &[Span]) -> Option<coverage::Reach> {
+    anchors
+        .iter()
+        .map(|a| coverage::reach(a, spans))
+        .max_by_key(|r| r.to)
+}
+
+/// The newest point `restore --to-time` can reach in `repo` (as [`oplog_check`] measures
+/// it); `None` without a complete point-in-time snapshot.
+///
+/// # Errors
+/// The repository failed or a manifest is unreadable.
+pub async fn newest_recoverable(repo: &Repository) -> Result<Option<DateTime<Utc>>> {
+    let listing = crate::oplog::slices::list(repo).await?;
+    let spans = crate::oplog::restore::spans(&listing.slices);
+    let anchors = crate::oplog::restore::anchors(repo).await?;
+    Ok(newest_reach(&anchors, &spans).map(|r| wall_or_seconds(r.to, r.to_wall)))
+}
+
+/// A fact the metrics file carries beside an operation's own lines.
+#[derive(Debug, Clone, Copy)]
+pub enum Fact {
+    /// The verification just run passed (or found a mismatch).
+    VerificationPassed(bool),
+    /// The newest point `restore --to-time` can reach, after an `oplog push`.
+    OplogRecoverable(DateTime<Utc>),
 }
 
 /// Parse a threshold like `26h`, `35d`, `90m`, `3600s`.
@@ -226,7 +252,7 @@ pub fn parse_age(s: &str, flag: &str) -> Result<Duration> {
 ///
 /// # Errors
 /// The file cannot be written.
-pub fn write_metrics(path: &Path, entry: &JournalEntry, verify_passed: Option<bool>) -> Result<()> {
+pub fn write_metrics(path: &Path, entry: &JournalEntry, facts: &[Fact]) -> Result<()> {
     let old = std::fs::read_to_string(path).unwrap_or_default();
     // name{labels} -> value, for every sample line.
     let mut samples: BTreeMap<String, String> = old
@@ -258,11 +284,15 @@ pub fn write_metrics(path: &Path, entry: &JournalEntry, verify_passed: Option<bo
             }
         }
     }
-    if let Some(p) = verify_passed {
-        samples.insert(
-            "mongokeep_last_verification_passed".into(),
-            (p as u8).to_string(),
-        );
+    for fact in facts {
+        let (name, value) = match fact {
+            Fact::VerificationPassed(p) => ("last_verification_passed", (*p as u8).to_string()),
+            Fact::OplogRecoverable(t) => (
+                "oplog_recoverable_timestamp_seconds",
+                format!("{:.3}", t.timestamp_millis() as f64 / 1000.0),
+            ),
+        };
+        samples.insert(format!("mongokeep_{name}"), value);
     }
     let help = [
         (
@@ -292,6 +322,10 @@ pub fn write_metrics(path: &Path, entry: &JournalEntry, verify_passed: Option<bo
         (
             "last_verification_passed",
             "1 when the last verification passed, 0 when it found a mismatch.",
+        ),
+        (
+            "oplog_recoverable_timestamp_seconds",
+            "Newest time restore --to-time can reach (Unix time): the newest point-in-time snapshot carried forward by the stored oplog, up to a gap; written by oplog push.",
         ),
     ];
     let mut out = String::new();
@@ -430,14 +464,14 @@ mod tests {
         let mut ok = JournalEntry::new::<()>("backup", t, &Ok(()));
         ok.seconds = 10.0;
         ok.figures = serde_json::json!({"bytes": 1000, "documents": 7});
-        write_metrics(&path, &ok, None).unwrap();
+        write_metrics(&path, &ok, &[]).unwrap();
         let mut v = JournalEntry::new::<()>("verify", t, &Ok(()));
         v.seconds = 1.0;
-        write_metrics(&path, &v, Some(true)).unwrap();
+        write_metrics(&path, &v, &[Fact::VerificationPassed(true)]).unwrap();
         let failed: Result<()> = Err(Error::Config("x".into()));
         let mut bad = JournalEntry::new("backup", t + Duration::days(1), &failed);
         bad.seconds = 2.0;
-        write_metrics(&path, &bad, None).unwrap();
+        write_metrics(&path, &bad, &[]).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let ts = t.timestamp();
         assert!(
@@ -474,6 +508,25 @@ mod tests {
             text.matches("# TYPE mongokeep_last_run_success gauge")
                 .count(),
             1
+        );
+        assert!(!text.contains("oplog_recoverable"), "{text}");
+        // A push adds the newest recoverable point and keeps the other lines.
+        let push = JournalEntry::new::<()>("oplog_push", t + Duration::days(2), &Ok(()));
+        let reach = Utc
+            .timestamp_millis_opt(t.timestamp_millis() + 86_400_000 + 1_250)
+            .unwrap();
+        write_metrics(&path, &push, &[Fact::OplogRecoverable(reach)]).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains(&format!(
+                "# TYPE mongokeep_oplog_recoverable_timestamp_seconds gauge\nmongokeep_oplog_recoverable_timestamp_seconds {}.250\n",
+                ts + 86400 + 1
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains("mongokeep_last_run_documents{operation=\"backup\"} 7\n"),
+            "{text}"
         );
     }
 }

@@ -81,6 +81,15 @@ fn optime(v: &serde_json::Value) -> Timestamp {
     }
 }
 
+/// `mongokeep_oplog_recoverable_timestamp_seconds` of a metrics file, in milliseconds.
+fn recoverable_metric(prom: &str) -> Option<i64> {
+    let v = prom
+        .lines()
+        .find_map(|l| l.strip_prefix("mongokeep_oplog_recoverable_timestamp_seconds "))?;
+    let (s, ms) = v.split_once('.')?;
+    Some(s.parse::<i64>().ok()? * 1000 + ms.parse::<i64>().ok()?)
+}
+
 fn pad(i: u64) -> String {
     format!("{i:08}-{}", "p".repeat(1000))
 }
@@ -643,7 +652,7 @@ async fn oplog_push_notices_a_gap_and_restore_refuses_inside_it() {
     let second = common::PrivateMongod::start(true);
     let gap = mk(cwd.path(), &repo)
         .env("MONGODB_URI", &second.uri)
-        .args(["oplog", "push"])
+        .args(["--metrics-file", "m.prom", "oplog", "push"])
         .run();
     gap.expect_code(SOURCE);
     assert!(
@@ -666,6 +675,12 @@ async fn oplog_push_notices_a_gap_and_restore_refuses_inside_it() {
     let j = st.json();
     let reaches: chrono::DateTime<Utc> = j["oplog_reaches"].as_str().unwrap().parse().unwrap();
     assert!(reaches <= end_of_first, "{reaches} is past the gap: {j}");
+    let prom = std::fs::read_to_string(cwd.path().join("m.prom")).unwrap();
+    assert_eq!(
+        recoverable_metric(&prom),
+        Some(reaches.timestamp_millis()),
+        "{prom}"
+    );
     let c = j["checks"]
         .as_array()
         .unwrap()
@@ -809,6 +824,13 @@ async fn prune_keeps_the_slices_kept_snapshots_need_and_removes_the_rest() {
     );
     let reaches: chrono::DateTime<Utc> = reaches.as_str().unwrap().parse().unwrap();
     assert!(reaches > point, "{reaches} not after {point}");
+    // The metrics file carries the same point, for a monitor that reads only it.
+    let prom = std::fs::read_to_string(cwd.path().join("m.prom")).unwrap();
+    assert_eq!(
+        recoverable_metric(&prom),
+        Some(reaches.timestamp_millis()),
+        "{prom}"
+    );
     std::thread::sleep(Duration::from_millis(1100)); // snapshot ids have whole seconds
     run(&["backup", "--db", &db]).expect_code(0);
     a.insert_one(doc! { "_id": "two" }).await.unwrap();

@@ -74,7 +74,7 @@ pub async fn cmd_oplog(ctx: &Context, a: OplogArgs) -> Result<()> {
         "oplog push interrupted: no slice was stored; run it again, it continues from the last stored position",
     )
     .await;
-    push_metrics(ctx, opts.now, &result);
+    push_metrics(ctx, &repo, opts.now, &result).await;
     let out = result?;
     if a.json {
         print_json(&out);
@@ -98,19 +98,35 @@ pub async fn cmd_oplog(ctx: &Context, a: OplogArgs) -> Result<()> {
 }
 
 /// The push's lines in the metrics file, when one is set (operation `oplog_push`: last run,
-/// outcome, duration, stored bytes), so that a monitor sees hourly pushes that fail or stop.
-/// A push writes no journal entry: one an hour would crowd it.
-fn push_metrics(
+/// outcome, duration, stored bytes), so that a monitor sees hourly pushes that fail or stop,
+/// and, after a push that stored its slice (past a gap too), the newest point `restore
+/// --to-time` can reach, so that it sees a gap as well. A push writes no journal entry: one
+/// an hour would crowd it.
+async fn push_metrics(
     ctx: &Context,
+    repo: &crate::repository::Repository,
     started: chrono::DateTime<chrono::Utc>,
     result: &Result<PushOutcome>,
 ) {
+    if ctx.metrics_file.is_none() {
+        return;
+    }
     let mut entry = JournalEntry::new("oplog_push", started, result);
     if let Ok(Some(s)) = result.as_ref().map(|o| o.slice.as_ref()) {
         entry.figures =
             serde_json::json!({ "bytes": s.oplog.object.size, "entries": s.oplog.entries });
     }
-    super::ops::update_metrics(ctx, &entry, None);
+    let mut facts = Vec::new();
+    if matches!(result, Ok(_) | Err(crate::Error::OplogGap { .. })) {
+        match crate::status::newest_recoverable(repo).await {
+            Ok(Some(t)) => facts.push(crate::status::Fact::OplogRecoverable(t)),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not work out the newest recoverable point for the metrics file")
+            }
+        }
+    }
+    super::ops::update_metrics(ctx, &entry, &facts);
 }
 
 /// `restore` of a point-in-time snapshot, or with `--to-time`: plan (and stop on

@@ -11,7 +11,7 @@ use crate::config::read_uri_file;
 use crate::journal::{self, JournalEntry};
 use crate::repository::Repository;
 use crate::source::Source;
-use crate::status::{parse_age, status, write_metrics, Limits};
+use crate::status::{parse_age, status, write_metrics, Fact, Limits};
 use crate::verify::{self, VerifyOptions, VerifyReport};
 use crate::{Error, Result};
 
@@ -120,23 +120,18 @@ pub(crate) async fn cmd_report(ctx: &Context, a: ReportArgs) -> Result<()> {
 
 /// Append the journal entry of an operation and update the metrics file when one is set.
 pub(crate) async fn record(ctx: &Context, repo: &Repository, entry: JournalEntry) {
-    record_with(ctx, repo, entry, None).await;
+    record_with(ctx, repo, entry, &[]).await;
 }
 
-async fn record_with(
-    ctx: &Context,
-    repo: &Repository,
-    entry: JournalEntry,
-    verify_passed: Option<bool>,
-) {
+async fn record_with(ctx: &Context, repo: &Repository, entry: JournalEntry, facts: &[Fact]) {
     journal::append(repo, &entry).await;
-    update_metrics(ctx, &entry, verify_passed);
+    update_metrics(ctx, &entry, facts);
 }
 
 /// Update the metrics file with `entry`, when one is set; a failure is only warned about.
-pub(crate) fn update_metrics(ctx: &Context, entry: &JournalEntry, verify_passed: Option<bool>) {
+pub(crate) fn update_metrics(ctx: &Context, entry: &JournalEntry, facts: &[Fact]) {
     if let Some(path) = &ctx.metrics_file {
-        if let Err(e) = write_metrics(path, entry, verify_passed) {
+        if let Err(e) = write_metrics(path, entry, facts) {
             tracing::warn!(error = %e, "could not write the metrics file");
         }
     }
@@ -231,7 +226,13 @@ pub(crate) async fn cmd_verify(ctx: &Context, a: VerifyArgs) -> Result<()> {
         "problems": report.problems(),
         "report": key,
     });
-    record_with(ctx, &repo, entry, Some(report.passed())).await;
+    record_with(
+        ctx,
+        &repo,
+        entry,
+        &[Fact::VerificationPassed(report.passed())],
+    )
+    .await;
     if a.json {
         output::print_json(&report);
     } else {
