@@ -10,8 +10,11 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
 use crate::journal::JournalEntry;
+use crate::manifest::OpTime;
 use crate::oplog::coverage::{self, Anchor, Span};
 use crate::oplog::optime::{describe, wall_or_seconds};
+use crate::oplog::restore::carries;
+use crate::oplog::slices::SliceSelection;
 use crate::repository::Repository;
 use crate::verify::{list_reports, VerifyReport};
 use crate::{Error, Result};
@@ -61,8 +64,9 @@ pub struct Limits {
     pub snapshot: Duration,
     /// Of the newest passed full verification.
     pub verification: Duration,
-    /// Of the newest point `restore --to-time` can reach: hourly `oplog push` still
-    /// running, and no gap since the newest point-in-time snapshot (checked only when set).
+    /// Of the newest point `restore --to-time` can reach and of the newest slice: hourly
+    /// `oplog push` still running, and nothing stopping the recoverable point (checked only
+    /// when set; [`oplog_check`]).
     pub oplog: Option<Duration>,
 }
 
@@ -136,10 +140,8 @@ pub async fn status(repo: &Repository, limits: Limits, now: DateTime<Utc>) -> Re
     ];
     let mut oplog_reaches = None;
     if let Some(max) = limits.oplog {
-        let listing = crate::oplog::slices::list(repo).await?;
-        let spans = crate::oplog::restore::spans(&listing.slices);
-        let anchors = crate::oplog::restore::anchors(repo).await?;
-        let (reaches, c) = oplog_check(&anchors, &spans, max, now);
+        let (anchors, slices) = oplog_state(repo).await?;
+        let (reaches, c) = oplog_check(&anchors, &slices, max, now);
         oplog_reaches = reaches;
         checks.push(c);
     }
@@ -156,52 +158,119 @@ pub async fn status(repo: &Repository, limits: Limits, now: DateTime<Utc>) -> Re
     })
 }
 
-/// The `oplog_age` check: how long ago the newest point `restore --to-time` can reach is,
-/// that is the latest any complete point-in-time snapshot reaches through the stored
-/// slices, up to the first gap after it (a slice stored after the oplog rolled over does not
-/// extend a snapshot taken before the gap). Returns that time and the check; the message
-/// names a gap after it, and the fix.
+/// A point-in-time snapshot and the selection it was taken with.
+pub type Anchored = (Anchor, SliceSelection);
+
+/// A stored slice and the selection it was pushed with.
+pub type Pushed = (Span, SliceSelection);
+
+/// How far one snapshot can be restored, as `restore --to-time` plans it.
+#[derive(Debug, Clone)]
+struct Recoverable {
+    to: OpTime,
+    to_wall: Option<DateTime<Utc>>,
+    /// A gap right after `to`: where the stored oplog resumes.
+    gap: Option<OpTime>,
+    /// A slice right after `to` pushed with another selection, which restore refuses.
+    refused: Option<String>,
+}
+
+/// How far `anchor` can be restored: the chain of slices from its consistency point
+/// ([`coverage::reach`]), cut before the first slice pushed with another selection.
+fn recoverable((anchor, selection): &Anchored, slices: &[Pushed]) -> Recoverable {
+    let spans: Vec<Span> = slices.iter().map(|(s, _)| s.clone()).collect();
+    let r = coverage::reach(anchor, &spans);
+    for (k, &i) in r.chain.iter().enumerate() {
+        if !carries(&slices[i].1, selection) {
+            let (to, to_wall) = match k {
+                0 => (anchor.point, anchor.point_wall),
+                _ => (spans[r.chain[k - 1]].to, spans[r.chain[k - 1]].to_wall),
+            };
+            return Recoverable {
+                to,
+                to_wall,
+                gap: None,
+                refused: Some(spans[i].name.clone()),
+            };
+        }
+    }
+    Recoverable {
+        to: r.to,
+        to_wall: r.to_wall,
+        gap: r.gap.map(|(_, resumed)| resumed),
+        refused: None,
+    }
+}
+
+/// The newest point any of `anchors` can be restored to, with the snapshot it is for.
+fn newest_recoverable_of(anchors: &[Anchored], slices: &[Pushed]) -> Option<(Recoverable, String)> {
+    anchors
+        .iter()
+        .map(|a| (recoverable(a, slices), a.0.id.clone()))
+        .max_by_key(|(r, _)| r.to)
+}
+
+/// The `oplog_age` check: how long ago the newest point `restore --to-time` can reach is.
+/// That is the latest any complete point-in-time snapshot reaches through the stored slices
+/// (the chain restore would replay), up to the first gap or the first slice pushed with
+/// another selection. It fails when that point is older than `max`; when a gap or such a
+/// slice stops it (later slices mend neither: only a new backup does); and when the newest
+/// slice is older than `max` (pushes stopped: a fresh snapshot alone must not hide that).
+/// Returns the point and the check; the message says what stops it, and the fix.
 pub fn oplog_check(
-    anchors: &[Anchor],
-    spans: &[Span],
+    anchors: &[Anchored],
+    slices: &[Pushed],
     max: Duration,
     now: DateTime<Utc>,
 ) -> (Option<DateTime<Utc>>, Check) {
-    let best = newest_reach(anchors, spans);
-    let reaches = best.as_ref().map(|r| wall_or_seconds(r.to, r.to_wall));
+    let best = newest_recoverable_of(anchors, slices);
+    let reaches = best.as_ref().map(|(r, _)| wall_or_seconds(r.to, r.to_wall));
     let mut c = check("oplog_age", "recoverable point", reaches, max, now);
-    match &best {
-        None if spans.is_empty() => {
-            c.message = "no point-in-time snapshot and no oplog slice yet: back up a replica set, then run `oplog push` hourly".into();
-        }
-        None => {
-            c.message = "no point-in-time snapshot yet: the stored oplog slices have nothing to carry forward; back up the replica set".into();
-        }
-        Some(r) => {
-            if let Some((after, resumed)) = r.gap {
-                c.message = format!(
-                    "{}; the stored oplog has a gap after {} (it resumes at {}: the oplog rolled over before `oplog push` stored it), so later slices carry no snapshot past it: take a backup now",
-                    c.message,
-                    describe(after),
-                    describe(resumed)
-                );
-            } else if r.chain.is_empty() {
-                c.message = format!(
-                    "{} (the newest point-in-time snapshot's own consistency point: no oplog slice carries it further yet)",
-                    c.message
-                );
-            }
-        }
+    let Some((r, id)) = best else {
+        c.message = if slices.is_empty() {
+            "no point-in-time snapshot and no oplog slice yet. Fix: back up the replica set, then run `mongokeep oplog push` hourly".into()
+        } else {
+            "no point-in-time snapshot yet: the stored oplog slices have nothing to carry forward. Fix: back up the replica set".into()
+        };
+        return (reaches, c);
+    };
+    let mut notes = vec![c.message.clone()];
+    if let Some(resumed) = r.gap {
+        c.ok = false;
+        notes.push(format!(
+            "The stored oplog has a gap after {} (it resumes at {}: the oplog rolled over before `oplog push` stored it), so no snapshot taken before the gap can be restored past it. Fix: take a backup now (it starts a new recoverable range) and push more often",
+            describe(r.to),
+            describe(resumed)
+        ));
     }
-    (reaches, c)
-}
-
-/// The furthest any of `anchors` reaches through `spans`.
-fn newest_reach(anchors: &[Anchor], spans: &[Span]) -> Option<coverage::Reach> {
-    anchors
+    if let Some(name) = &r.refused {
+        c.ok = false;
+        notes.push(format!(
+            "Slice {name} was pushed with another --db/--ns-include/--ns-exclude than snapshot {id}, so restore stops before it. Fix: run `oplog push` with the backup's selection, or with none"
+        ));
+    }
+    let newest_slice = slices
         .iter()
-        .map(|a| coverage::reach(a, spans))
-        .max_by_key(|r| r.to)
+        .map(|(s, _)| wall_or_seconds(s.to, s.to_wall))
+        .max();
+    match newest_slice {
+        Some(t) if now - t > max => {
+            c.ok = false;
+            notes.push(format!(
+                "The newest oplog slice is {} old: is `oplog push` running? Fix: check its cron job and its log",
+                human_duration((now - t).num_seconds())
+            ));
+        }
+        None => notes.push(format!(
+            "It is snapshot {id}'s own consistency point: no oplog slice carries it further yet. Fix: run `mongokeep oplog push` hourly"
+        )),
+        Some(_) if !c.ok && r.gap.is_none() && r.refused.is_none() => notes.push(
+            "Fix: check that `mongokeep oplog push` runs (its cron job and its log)".into(),
+        ),
+        Some(_) => {}
+    }
+    c.message = notes.join(". ");
+    (reaches, c)
 }
 
 /// The newest point `restore --to-time` can reach in `repo` (as [`oplog_check`] measures
@@ -210,10 +279,20 @@ fn newest_reach(anchors: &[Anchor], spans: &[Span]) -> Option<coverage::Reach> {
 /// # Errors
 /// The repository failed or a manifest is unreadable.
 pub async fn newest_recoverable(repo: &Repository) -> Result<Option<DateTime<Utc>>> {
+    let (anchors, slices) = oplog_state(repo).await?;
+    Ok(newest_recoverable_of(&anchors, &slices).map(|(r, _)| wall_or_seconds(r.to, r.to_wall)))
+}
+
+/// The repository's point-in-time snapshots and slices, with their selections.
+async fn oplog_state(repo: &Repository) -> Result<(Vec<Anchored>, Vec<Pushed>)> {
     let listing = crate::oplog::slices::list(repo).await?;
     let spans = crate::oplog::restore::spans(&listing.slices);
-    let anchors = crate::oplog::restore::anchors(repo).await?;
-    Ok(newest_reach(&anchors, &spans).map(|r| wall_or_seconds(r.to, r.to_wall)))
+    let slices = spans
+        .into_iter()
+        .zip(listing.slices.iter().map(|s| s.selection.clone()))
+        .collect();
+    let anchors = crate::oplog::restore::anchors_with_selection(repo).await?;
+    Ok((anchors, slices))
 }
 
 /// A fact the metrics file carries beside an operation's own lines.
@@ -366,21 +445,34 @@ mod tests {
         crate::manifest::OpTime { t: BASE + t, i: 1 }
     }
 
-    fn span(start: u32, to: u32) -> Span {
-        Span {
+    /// A slice pushed for every database.
+    fn span(start: u32, to: u32) -> Pushed {
+        pushed_for(start, to, &[])
+    }
+
+    /// A slice pushed with `--db` for each of `dbs`.
+    fn pushed_for(start: u32, to: u32, dbs: &[&str]) -> Pushed {
+        let span = Span {
             name: format!("s{start}"),
             start: op(start),
             to: op(to),
             to_wall: None,
-        }
+        };
+        let selection = SliceSelection {
+            databases: dbs.iter().map(|d| d.to_string()).collect(),
+            ..Default::default()
+        };
+        (span, selection)
     }
 
-    fn anchor(point: u32) -> Anchor {
-        Anchor {
+    /// A snapshot of every database.
+    fn anchor(point: u32) -> Anchored {
+        let a = Anchor {
             id: format!("a{point}"),
             point: op(point),
             point_wall: None,
-        }
+        };
+        (a, SliceSelection::default())
     }
 
     /// 2026-11-01 00:00 UTC in seconds since the epoch: the tests count from it.
@@ -390,16 +482,19 @@ mod tests {
         Utc.timestamp_opt(i64::from(BASE + s), 0).unwrap()
     }
 
+    /// Hourly slices from 1000 to 19_000, then one to 19_900.
+    fn hourly() -> Vec<Pushed> {
+        (0..18)
+            .map(|h| span(1000 + h * 1000, 2000 + h * 1000))
+            .chain([span(19_000, 19_900)])
+            .collect()
+    }
+
     #[test]
     fn oplog_age_is_how_far_the_newest_snapshot_reaches_not_the_newest_slice() {
         let hour = Duration::hours(1);
         let now = time(20_000);
-        // Hourly slices from the snapshot at 1000 on, without a gap: the last reaches 19_900.
-        let chained: Vec<Span> = (0..18)
-            .map(|h| span(1000 + h * 1000, 2000 + h * 1000))
-            .chain([span(19_000, 19_900)])
-            .collect();
-        let (reaches, c) = oplog_check(&[anchor(1000)], &chained, hour, now);
+        let (reaches, c) = oplog_check(&[anchor(1000)], &hourly(), hour, now);
         assert_eq!(reaches, Some(time(19_900)));
         assert!(c.ok, "{c:?}");
         assert_eq!(c.age_seconds, Some(100));
@@ -407,10 +502,9 @@ mod tests {
 
         // The oplog rolled over between the slices to 5000 and from 7000: the later slices
         // reach 19_900 still, but no snapshot can be restored past 5000.
-        let gapped: Vec<Span> = chained
-            .iter()
-            .filter(|s| s.start != op(5000) && s.start != op(6000))
-            .cloned()
+        let gapped: Vec<Pushed> = hourly()
+            .into_iter()
+            .filter(|(s, _)| s.start != op(5000) && s.start != op(6000))
             .collect();
         let (reaches, c) = oplog_check(&[anchor(1000)], &gapped, hour, now);
         assert_eq!(reaches, Some(time(5000)));
@@ -424,6 +518,11 @@ mod tests {
             "{}",
             c.message
         );
+        // A gap fails the check at once, while the point before it is still within the
+        // limit: later pushes will not mend it.
+        let (reaches, c) = oplog_check(&[anchor(1000)], &gapped, Duration::days(1), now);
+        assert_eq!(reaches, Some(time(5000)));
+        assert!(!c.ok && c.message.contains("gap after"), "{c:?}");
 
         // A snapshot taken after the gap reaches on from there.
         let (reaches, c) = oplog_check(&[anchor(1000), anchor(8000)], &gapped, hour, now);
@@ -432,7 +531,61 @@ mod tests {
     }
 
     #[test]
-    fn oplog_age_without_slices_or_without_a_point_in_time_snapshot() {
+    fn a_slice_pushed_with_another_selection_stops_the_recoverable_point() {
+        let hour = Duration::hours(1);
+        let now = time(20_000);
+        // From 10_000 on, the pushes named one database; the snapshot has them all, and
+        // restore refuses such a slice for it.
+        let mut slices: Vec<Pushed> = hourly()
+            .into_iter()
+            .map(|(s, sel)| {
+                if s.start >= op(10_000) {
+                    pushed_for(offset(s.start), offset(s.to), &["app"])
+                } else {
+                    (s, sel)
+                }
+            })
+            .collect();
+        let (reaches, c) = oplog_check(&[anchor(1000)], &slices, hour, now);
+        assert_eq!(reaches, Some(time(10_000)));
+        assert!(!c.ok, "{c:?}");
+        assert!(
+            c.message.contains("Slice s10000 was pushed with another")
+                && c.message.contains("snapshot a1000")
+                && c.message
+                    .contains("with the backup's selection, or with none"),
+            "{}",
+            c.message
+        );
+        // A snapshot of that one database is carried by them (and by the earlier slices,
+        // which cover every database).
+        let app = (
+            Anchor {
+                id: "app".into(),
+                point: op(3000),
+                point_wall: None,
+            },
+            SliceSelection {
+                databases: vec!["app".into()],
+                ..Default::default()
+            },
+        );
+        let (reaches, c) = oplog_check(&[anchor(1000), app.clone()], &slices, hour, now);
+        assert_eq!(reaches, Some(time(19_900)));
+        assert!(c.ok, "{c:?}");
+        // The first slice of the chain refused: the snapshot's own point is all there is.
+        slices[0] = pushed_for(1000, 2000, &["other"]);
+        let (reaches, _) = oplog_check(&[anchor(1000)], &slices, hour, now);
+        assert_eq!(reaches, Some(time(1000)));
+    }
+
+    /// The seconds of `o` after [`BASE`].
+    fn offset(o: crate::manifest::OpTime) -> u32 {
+        o.t - BASE
+    }
+
+    #[test]
+    fn oplog_age_without_slices_without_a_snapshot_or_with_pushes_stopped() {
         let hour = Duration::hours(1);
         // A fresh snapshot, nothing pushed yet: its own consistency point is recoverable.
         let (reaches, c) = oplog_check(&[anchor(19_000)], &[], hour, time(20_000));
@@ -443,7 +596,25 @@ mod tests {
         );
         // ... until the limit passes with no push.
         let (_, c) = oplog_check(&[anchor(19_000)], &[], hour, time(22_601));
+        assert!(
+            !c.ok && c.message.contains("run `mongokeep oplog push` hourly"),
+            "{c:?}"
+        );
+        // Pushes that stopped at 5000 are not hidden by a fresh snapshot at 19_000.
+        let (reaches, c) = oplog_check(
+            &[anchor(1000), anchor(19_000)],
+            &hourly()[..4],
+            hour,
+            time(20_000),
+        );
+        assert_eq!(reaches, Some(time(19_000)));
         assert!(!c.ok, "{c:?}");
+        assert!(
+            c.message
+                .contains("The newest oplog slice is 4h 10m old: is `oplog push` running?"),
+            "{}",
+            c.message
+        );
         // Slices but no point-in-time snapshot (a standalone's, say): nothing to restore.
         let (reaches, c) = oplog_check(&[], &[span(19_000, 19_900)], hour, time(20_000));
         assert_eq!((reaches, c.ok, c.age_seconds), (None, false, None));

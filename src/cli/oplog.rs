@@ -118,12 +118,18 @@ async fn push_metrics(
     }
     let mut facts = Vec::new();
     if matches!(result, Ok(_) | Err(crate::Error::OplogGap { .. })) {
-        match crate::status::newest_recoverable(repo).await {
-            Ok(Some(t)) => facts.push(crate::status::Fact::OplogRecoverable(t)),
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "could not work out the newest recoverable point for the metrics file")
-            }
+        // Bounded: the push is done, and a slow repository must not hold it (or a signal)
+        // up for the sake of one metric.
+        let point = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            crate::status::newest_recoverable(repo),
+        )
+        .await;
+        match point {
+            Ok(Ok(Some(t))) => facts.push(crate::status::Fact::OplogRecoverable(t)),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not work out the newest recoverable point for the metrics file"),
+            Err(_) => tracing::warn!("working out the newest recoverable point took over 60 s; the metrics file keeps its last value"),
         }
     }
     super::ops::update_metrics(ctx, &entry, &facts);

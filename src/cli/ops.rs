@@ -74,9 +74,9 @@ pub struct StatusArgs {
     /// Fail when the newest passed full verification is older than this
     #[arg(long, default_value = "35d")]
     pub max_verify_age: String,
-    /// Also fail when the newest point `restore --to-time` can reach (the newest
-    /// point-in-time snapshot carried forward by the `oplog push` slices, up to a gap) is
-    /// older than this, e.g. 2h for hourly pushes [default: not checked]
+    /// Also fail when the newest point `restore --to-time` can reach (a point-in-time
+    /// snapshot carried forward by the `oplog push` slices) or the newest slice is older
+    /// than this, e.g. 2h for hourly pushes, or when a gap stops it [default: not checked]
     #[arg(long)]
     pub max_oplog_age: Option<String>,
     /// Print JSON

@@ -124,6 +124,19 @@ pub fn snapshot_selection(m: &Manifest) -> Result<Selection> {
 /// # Errors
 /// The store failed or a manifest is unreadable.
 pub async fn anchors(repo: &Repository) -> Result<Vec<Anchor>> {
+    Ok(anchors_with_selection(repo)
+        .await?
+        .into_iter()
+        .map(|(a, _)| a)
+        .collect())
+}
+
+/// As [`anchors`], each with the selection its snapshot was taken with (a slice pushed with
+/// another, narrower one cannot carry it: [`plan`] refuses it).
+///
+/// # Errors
+/// The store failed or a manifest is unreadable.
+pub async fn anchors_with_selection(repo: &Repository) -> Result<Vec<(Anchor, SliceSelection)>> {
     let mut out = Vec::new();
     for s in repo
         .list_snapshots()
@@ -133,14 +146,31 @@ pub async fn anchors(repo: &Repository) -> Result<Vec<Anchor>> {
     {
         let m = repo.read_manifest(&s.id).await?;
         if let Ok(o) = snapshot_oplog(&m) {
-            out.push(Anchor {
-                id: m.snapshot.clone(),
-                point: o.to,
-                point_wall: o.to_wall,
-            });
+            out.push((
+                Anchor {
+                    id: m.snapshot.clone(),
+                    point: o.to,
+                    point_wall: o.to_wall,
+                },
+                manifest_selection(&m),
+            ));
         }
     }
     Ok(out)
+}
+
+/// The selection a snapshot was taken with, as slices record theirs.
+fn manifest_selection(m: &Manifest) -> SliceSelection {
+    SliceSelection {
+        databases: m.options.databases.clone(),
+        ns_include: m.options.ns_include.clone(),
+        ns_exclude: m.options.ns_exclude.clone(),
+    }
+}
+
+/// Whether a slice pushed with `slice` can carry a snapshot taken with `snapshot`.
+pub fn carries(slice: &SliceSelection, snapshot: &SliceSelection) -> bool {
+    slice.is_everything() || slice == snapshot
 }
 
 /// Slices as coverage spans.
@@ -185,15 +215,8 @@ pub async fn plan(
             .into_iter()
             .map(|i| listing.slices[i].clone())
             .collect();
-        let ours = SliceSelection {
-            databases: manifest.options.databases.clone(),
-            ns_include: manifest.options.ns_include.clone(),
-            ns_exclude: manifest.options.ns_exclude.clone(),
-        };
-        if let Some(s) = slices
-            .iter()
-            .find(|s| !s.selection.is_everything() && s.selection != ours)
-        {
+        let ours = manifest_selection(manifest);
+        if let Some(s) = slices.iter().find(|s| !carries(&s.selection, &ours)) {
             return Err(Error::Config(format!(
                 "slice {} was pushed with another selection ({:?}) than snapshot {} ({:?}): it may lack operations the snapshot's namespaces need; push with the backup's --db/--ns-include/--ns-exclude, or with none",
                 s.name(), s.selection, manifest.snapshot, ours
