@@ -137,14 +137,29 @@ pub async fn anchors(repo: &Repository) -> Result<Vec<Anchor>> {
 /// # Errors
 /// The store failed or a manifest is unreadable.
 pub async fn anchors_with_selection(repo: &Repository) -> Result<Vec<(Anchor, SliceSelection)>> {
+    use crate::storage::StorageExt;
+    use futures::StreamExt;
+    let mut ids = repo.snapshot_ids().await?;
+    ids.sort_by(|a, b| b.cmp(a));
+    let store = repo.store();
+    // One read of each manifest, eight at a time; a snapshot without one is incomplete.
+    let manifests: Vec<Result<Option<Manifest>>> = futures::stream::iter(ids)
+        .map(|id| async move {
+            match store
+                .get_opt(&Repository::manifest_key(&id))
+                .await
+                .map_err(|e| repo.err(e))?
+            {
+                Some(b) => Manifest::from_json(&b, &format!("manifest of snapshot {id}")).map(Some),
+                None => Ok(None),
+            }
+        })
+        .buffered(8)
+        .collect()
+        .await;
     let mut out = Vec::new();
-    for s in repo
-        .list_snapshots()
-        .await?
-        .into_iter()
-        .filter(|s| s.complete)
-    {
-        let m = repo.read_manifest(&s.id).await?;
+    for m in manifests {
+        let Some(m) = m? else { continue };
         if let Ok(o) = snapshot_oplog(&m) {
             out.push((
                 Anchor {
