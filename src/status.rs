@@ -300,7 +300,8 @@ async fn oplog_state(repo: &Repository) -> Result<(Vec<Anchored>, Vec<Pushed>)> 
 pub enum Fact {
     /// The verification just run passed (or found a mismatch).
     VerificationPassed(bool),
-    /// The newest point `restore --to-time` can reach, after an `oplog push`.
+    /// The newest point `restore --to-time` can reach, after an `oplog push` or a
+    /// point-in-time backup.
     OplogRecoverable(DateTime<Utc>),
 }
 
@@ -404,7 +405,7 @@ pub fn write_metrics(path: &Path, entry: &JournalEntry, facts: &[Fact]) -> Resul
         ),
         (
             "oplog_recoverable_timestamp_seconds",
-            "Newest time restore --to-time can reach (Unix time): the newest point-in-time snapshot carried forward by the stored oplog, up to a gap; written by oplog push.",
+            "Newest time restore --to-time can reach (Unix time): the newest point-in-time snapshot carried forward by the stored oplog, up to a gap; written by oplog push and point-in-time backups.",
         ),
     ];
     let mut out = String::new();

@@ -709,6 +709,33 @@ async fn oplog_push_notices_a_gap_and_restore_refuses_inside_it() {
         .run();
     refused.expect_code(USAGE);
     assert!(refused.stderr.contains("gap after"), "{}", refused.stderr);
+    // A backup of the second deployment mends it: status passes again, and the metrics
+    // file moves past the gap at once.
+    mk(cwd.path(), &repo)
+        .env("MONGODB_URI", &second.uri)
+        .args(["--metrics-file", "m.prom", "backup"])
+        .run()
+        .expect_code(0);
+    let st = mk(cwd.path(), &repo)
+        .args(["status", "--max-oplog-age", "1h", "--json"])
+        .run();
+    let j = st.json();
+    let c = j["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "oplog_age")
+        .cloned()
+        .unwrap_or_else(|| panic!("no oplog_age check: {j}"));
+    assert_eq!(c["ok"], true, "{c}");
+    let mended: chrono::DateTime<Utc> = j["oplog_reaches"].as_str().unwrap().parse().unwrap();
+    assert!(mended > end_of_first, "{mended}: {j}");
+    let prom = std::fs::read_to_string(cwd.path().join("m.prom")).unwrap();
+    assert_eq!(
+        recoverable_metric(&prom),
+        Some(mended.timestamp_millis()),
+        "{prom}"
+    );
 }
 
 #[tokio::test]

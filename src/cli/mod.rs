@@ -440,7 +440,15 @@ async fn cmd_backup(ctx: &Context, a: BackupArgs) -> Result<()> {
             "collections": m.totals.collections,
         });
     }
-    record(ctx, &repo, entry).await;
+    // A point-in-time snapshot moves the newest recoverable point (and mends a gap): the
+    // metrics file says so at once, not at the next `oplog push`.
+    let facts = match &result {
+        Ok(m) if m.oplog.is_some() && ctx.metrics_file.is_some() => {
+            oplog::recoverable_fact(&repo).await
+        }
+        _ => Vec::new(),
+    };
+    ops::record_with(ctx, &repo, entry, &facts).await;
     let manifest = result?;
     let summary = BackupSummary::of(&manifest, repo.describe());
     if a.json {

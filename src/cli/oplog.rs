@@ -116,23 +116,39 @@ async fn push_metrics(
         entry.figures =
             serde_json::json!({ "bytes": s.oplog.object.size, "entries": s.oplog.entries });
     }
-    let mut facts = Vec::new();
-    if matches!(result, Ok(_) | Err(crate::Error::OplogGap { .. })) {
-        // Bounded: the push is done, and a slow repository must not hold it (or a signal)
-        // up for the sake of one metric.
-        let point = tokio::time::timeout(
-            std::time::Duration::from_secs(60),
-            crate::status::newest_recoverable(repo),
-        )
-        .await;
-        match point {
-            Ok(Ok(Some(t))) => facts.push(crate::status::Fact::OplogRecoverable(t)),
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "could not work out the newest recoverable point for the metrics file"),
-            Err(_) => tracing::warn!("working out the newest recoverable point took over 60 s; the metrics file keeps its last value"),
+    let facts = if matches!(result, Ok(_) | Err(crate::Error::OplogGap { .. })) {
+        recoverable_fact(repo).await
+    } else {
+        Vec::new()
+    };
+    super::ops::update_metrics(ctx, &entry, &facts);
+}
+
+/// The newest point `restore --to-time` can reach, as a fact for the metrics file (none
+/// when there is no point-in-time snapshot, or it cannot be worked out: then the file keeps
+/// its last value, and a warning says why).
+pub(crate) async fn recoverable_fact(
+    repo: &crate::repository::Repository,
+) -> Vec<crate::status::Fact> {
+    // Bounded: the operation is done, and a slow repository must not hold it (or a signal)
+    // up for the sake of one metric.
+    let point = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        crate::status::newest_recoverable(repo),
+    )
+    .await;
+    match point {
+        Ok(Ok(Some(t))) => vec![crate::status::Fact::OplogRecoverable(t)],
+        Ok(Ok(None)) => Vec::new(),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "could not work out the newest recoverable point for the metrics file");
+            Vec::new()
+        }
+        Err(_) => {
+            tracing::warn!("working out the newest recoverable point took over 60 s; the metrics file keeps its last value");
+            Vec::new()
         }
     }
-    super::ops::update_metrics(ctx, &entry, &facts);
 }
 
 /// `restore` of a point-in-time snapshot, or with `--to-time`: plan (and stop on

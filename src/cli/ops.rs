@@ -123,7 +123,12 @@ pub(crate) async fn record(ctx: &Context, repo: &Repository, entry: JournalEntry
     record_with(ctx, repo, entry, &[]).await;
 }
 
-async fn record_with(ctx: &Context, repo: &Repository, entry: JournalEntry, facts: &[Fact]) {
+pub(crate) async fn record_with(
+    ctx: &Context,
+    repo: &Repository,
+    entry: JournalEntry,
+    facts: &[Fact],
+) {
     journal::append(repo, &entry).await;
     update_metrics(ctx, &entry, facts);
 }
