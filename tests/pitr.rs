@@ -81,6 +81,28 @@ fn optime(v: &serde_json::Value) -> Timestamp {
     }
 }
 
+/// `status --max-oplog-age 1h --json` of `repo` (exit 7: these repositories hold no
+/// verification): its `oplog_age` check and `oplog_reaches`.
+fn oplog_status(cwd: &Path, repo: &Path) -> (serde_json::Value, Option<chrono::DateTime<Utc>>) {
+    let st = mk(cwd, repo)
+        .args(["status", "--max-oplog-age", "1h", "--json"])
+        .run();
+    st.expect_code(7);
+    let j = st.json();
+    let c = j["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "oplog_age")
+        .cloned()
+        .unwrap_or_else(|| panic!("no oplog_age check: {j}"));
+    let reaches = j["oplog_reaches"].as_str().map(|t| {
+        t.parse()
+            .unwrap_or_else(|e| panic!("oplog_reaches {t}: {e}"))
+    });
+    (c, reaches)
+}
+
 /// `mongokeep_oplog_recoverable_timestamp_seconds` of a metrics file, in milliseconds.
 fn recoverable_metric(prom: &str) -> Option<i64> {
     let v = prom
@@ -668,26 +690,15 @@ async fn oplog_push_notices_a_gap_and_restore_refuses_inside_it() {
     );
     // The slice past the gap reaches the second deployment's present, but no snapshot can
     // be restored past the gap: that is what `status --max-oplog-age` reports.
-    let st = mk(cwd.path(), &repo)
-        .args(["status", "--max-oplog-age", "1h", "--json"])
-        .run();
-    st.expect_code(7); // no verification in this repository
-    let j = st.json();
-    let reaches: chrono::DateTime<Utc> = j["oplog_reaches"].as_str().unwrap().parse().unwrap();
-    assert!(reaches <= end_of_first, "{reaches} is past the gap: {j}");
+    let (c, reaches) = oplog_status(cwd.path(), &repo);
+    let reaches = reaches.unwrap();
+    assert!(reaches <= end_of_first, "{reaches} is past the gap: {c}");
     let prom = std::fs::read_to_string(cwd.path().join("m.prom")).unwrap();
     assert_eq!(
         recoverable_metric(&prom),
         Some(reaches.timestamp_millis()),
         "{prom}"
     );
-    let c = j["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "oplog_age")
-        .cloned()
-        .unwrap_or_else(|| panic!("no oplog_age check: {j}"));
     // It fails at once, though the point before the gap is seconds old.
     assert_eq!(c["ok"], false, "{c}");
     assert!(
@@ -716,20 +727,10 @@ async fn oplog_push_notices_a_gap_and_restore_refuses_inside_it() {
         .args(["--metrics-file", "m.prom", "backup"])
         .run()
         .expect_code(0);
-    let st = mk(cwd.path(), &repo)
-        .args(["status", "--max-oplog-age", "1h", "--json"])
-        .run();
-    let j = st.json();
-    let c = j["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "oplog_age")
-        .cloned()
-        .unwrap_or_else(|| panic!("no oplog_age check: {j}"));
+    let (c, mended) = oplog_status(cwd.path(), &repo);
     assert_eq!(c["ok"], true, "{c}");
-    let mended: chrono::DateTime<Utc> = j["oplog_reaches"].as_str().unwrap().parse().unwrap();
-    assert!(mended > end_of_first, "{mended}: {j}");
+    let mended = mended.unwrap();
+    assert!(mended > end_of_first, "{mended}: {c}");
     let prom = std::fs::read_to_string(cwd.path().join("m.prom")).unwrap();
     assert_eq!(
         recoverable_metric(&prom),
@@ -810,20 +811,7 @@ async fn prune_keeps_the_slices_kept_snapshots_need_and_removes_the_rest() {
     run(&["backup", "--db", &db]).expect_code(0);
     // `status --max-oplog-age`: before any push the newest recoverable point is the
     // snapshot's own consistency point; after one, the slice's end.
-    let oplog_check = || {
-        let st = run(&["status", "--max-oplog-age", "1h", "--json"]);
-        st.expect_code(7); // no verification in this repository
-        let j = st.json();
-        let c = j["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == "oplog_age")
-            .cloned()
-            .unwrap_or_else(|| panic!("no oplog_age check: {j}"));
-        (c, j["oplog_reaches"].clone())
-    };
-    let (c, reaches) = oplog_check();
+    let (c, reaches) = oplog_status(cwd.path(), &repo);
     assert_eq!(c["ok"], true, "{c}");
     assert!(
         c["message"]
@@ -832,7 +820,7 @@ async fn prune_keeps_the_slices_kept_snapshots_need_and_removes_the_rest() {
             .contains("no oplog slice carries it further"),
         "{c}"
     );
-    let point: chrono::DateTime<Utc> = reaches.as_str().unwrap().parse().unwrap();
+    let point = reaches.unwrap();
     assert!((Utc::now() - point).num_seconds() < 60, "{point}");
     a.insert_one(doc! { "_id": "one" }).await.unwrap();
     // before the second snapshot; the metrics file shows the push to a monitor
@@ -845,13 +833,13 @@ async fn prune_keeps_the_slices_kept_snapshots_need_and_removes_the_rest() {
     ] {
         assert!(prom.contains(line), "{line} not in:\n{prom}");
     }
-    let (c, reaches) = oplog_check();
+    let (c, reaches) = oplog_status(cwd.path(), &repo);
     assert_eq!(c["ok"], true, "{c}");
     assert!(
         !c["message"].as_str().unwrap().contains("no oplog slice"),
         "{c}"
     );
-    let reaches: chrono::DateTime<Utc> = reaches.as_str().unwrap().parse().unwrap();
+    let reaches = reaches.unwrap();
     assert!(reaches > point, "{reaches} not after {point}");
     // The metrics file carries the same point, for a monitor that reads only it.
     let prom = std::fs::read_to_string(cwd.path().join("m.prom")).unwrap();
