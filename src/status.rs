@@ -10,10 +10,9 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
 use crate::journal::JournalEntry;
-use crate::manifest::OpTime;
-use crate::oplog::coverage::{self, Anchor, Span};
+use crate::oplog::coverage::{Anchor, Span};
 use crate::oplog::optime::{describe, wall_or_seconds};
-use crate::oplog::restore::carries;
+use crate::oplog::restore::{recoverable, Recoverable};
 use crate::oplog::slices::SliceSelection;
 use crate::repository::Repository;
 use crate::verify::{list_reports, VerifyReport};
@@ -164,49 +163,15 @@ pub type Anchored = (Anchor, SliceSelection);
 /// A stored slice and the selection it was pushed with.
 pub type Pushed = (Span, SliceSelection);
 
-/// How far one snapshot can be restored, as `restore --to-time` plans it.
-#[derive(Debug, Clone)]
-struct Recoverable {
-    to: OpTime,
-    to_wall: Option<DateTime<Utc>>,
-    /// A gap right after `to`: where the stored oplog resumes.
-    gap: Option<OpTime>,
-    /// A slice right after `to` pushed with another selection, which restore refuses.
-    refused: Option<String>,
-}
-
-/// How far `anchor` can be restored: the chain of slices from its consistency point
-/// ([`coverage::reach`]), cut before the first slice pushed with another selection.
-fn recoverable((anchor, selection): &Anchored, slices: &[Pushed]) -> Recoverable {
-    let spans: Vec<Span> = slices.iter().map(|(s, _)| s.clone()).collect();
-    let r = coverage::reach(anchor, &spans);
-    for (k, &i) in r.chain.iter().enumerate() {
-        if !carries(&slices[i].1, selection) {
-            let (to, to_wall) = match k {
-                0 => (anchor.point, anchor.point_wall),
-                _ => (spans[r.chain[k - 1]].to, spans[r.chain[k - 1]].to_wall),
-            };
-            return Recoverable {
-                to,
-                to_wall,
-                gap: None,
-                refused: Some(spans[i].name.clone()),
-            };
-        }
-    }
-    Recoverable {
-        to: r.to,
-        to_wall: r.to_wall,
-        gap: r.gap.map(|(_, resumed)| resumed),
-        refused: None,
-    }
-}
-
 /// The newest point any of `anchors` can be restored to, with the snapshot it is for.
-fn newest_recoverable_of(anchors: &[Anchored], slices: &[Pushed]) -> Option<(Recoverable, String)> {
+fn newest_recoverable_of<'a>(
+    anchors: &'a [Anchored],
+    slices: &[Pushed],
+) -> Option<(Recoverable, &'a str)> {
+    let (spans, selections): (Vec<Span>, Vec<SliceSelection>) = slices.iter().cloned().unzip();
     anchors
         .iter()
-        .map(|a| (recoverable(a, slices), a.0.id.clone()))
+        .map(|(a, sel)| (recoverable(a, sel, &spans, &selections), a.id.as_str()))
         .max_by_key(|(r, _)| r.to)
 }
 

@@ -21,7 +21,7 @@ use super::replay::{replay_object, Flow, ReplayStats, Replayer};
 use super::slices::{self, SliceMeta, SliceSelection};
 use super::snapshot::snapshot_oplog;
 use crate::backup::Selection;
-use crate::manifest::{Manifest, OplogRecord, StoredObject};
+use crate::manifest::{Manifest, OpTime, OplogRecord, StoredObject};
 use crate::repository::Repository;
 use crate::restore::{self, RestoreOptions, RestorePlan, RestoreSummary};
 use crate::source::{classify, Source};
@@ -137,29 +137,18 @@ pub async fn anchors(repo: &Repository) -> Result<Vec<Anchor>> {
 /// # Errors
 /// The store failed or a manifest is unreadable.
 pub async fn anchors_with_selection(repo: &Repository) -> Result<Vec<(Anchor, SliceSelection)>> {
-    use crate::storage::StorageExt;
     use futures::StreamExt;
     let mut ids = repo.snapshot_ids().await?;
     ids.sort_by(|a, b| b.cmp(a));
-    let store = repo.store();
     // One read of each manifest, eight at a time; a snapshot without one is incomplete.
-    let manifests: Vec<Result<Option<Manifest>>> = futures::stream::iter(ids)
-        .map(|id| async move {
-            match store
-                .get_opt(&Repository::manifest_key(&id))
-                .await
-                .map_err(|e| repo.err(e))?
-            {
-                Some(b) => Manifest::from_json(&b, &format!("manifest of snapshot {id}")).map(Some),
-                None => Ok(None),
-            }
-        })
+    let manifests: Vec<Result<Option<(Manifest, u64)>>> = futures::stream::iter(ids)
+        .map(|id| async move { repo.manifest_opt(&id).await })
         .buffered(8)
         .collect()
         .await;
     let mut out = Vec::new();
     for m in manifests {
-        let Some(m) = m? else { continue };
+        let Some((m, _)) = m? else { continue };
         if let Ok(o) = snapshot_oplog(&m) {
             out.push((
                 Anchor {
@@ -186,6 +175,57 @@ fn manifest_selection(m: &Manifest) -> SliceSelection {
 /// Whether a slice pushed with `slice` can carry a snapshot taken with `snapshot`.
 pub fn carries(slice: &SliceSelection, snapshot: &SliceSelection) -> bool {
     slice.is_everything() || slice == snapshot
+}
+
+/// How far a snapshot can be restored with `--to-time`.
+#[derive(Debug, Clone)]
+pub struct Recoverable {
+    /// The last position.
+    pub to: OpTime,
+    /// Its wall-clock time.
+    pub to_wall: Option<chrono::DateTime<chrono::Utc>>,
+    /// A gap right after `to`: where the stored oplog resumes.
+    pub gap: Option<OpTime>,
+    /// The slice right after `to` that was pushed with another selection, which [`plan`]
+    /// refuses.
+    pub refused: Option<String>,
+}
+
+/// How far `anchor`, a snapshot taken with `selection`, can be restored: the chain of
+/// `spans` [`plan`] would replay from its consistency point ([`coverage::reach`]), up to a
+/// gap, and cut before the first slice [`plan`] would refuse (`selections[i]` is the
+/// selection `spans[i]` was pushed with).
+pub fn recoverable(
+    anchor: &Anchor,
+    selection: &SliceSelection,
+    spans: &[Span],
+    selections: &[SliceSelection],
+) -> Recoverable {
+    let r = coverage::reach(anchor, spans);
+    match r
+        .chain
+        .iter()
+        .position(|&i| !carries(&selections[i], selection))
+    {
+        Some(k) => {
+            let (to, to_wall) = match k {
+                0 => (anchor.point, anchor.point_wall),
+                _ => (spans[r.chain[k - 1]].to, spans[r.chain[k - 1]].to_wall),
+            };
+            Recoverable {
+                to,
+                to_wall,
+                gap: None,
+                refused: Some(spans[r.chain[k]].name.clone()),
+            }
+        }
+        None => Recoverable {
+            to: r.to,
+            to_wall: r.to_wall,
+            gap: r.gap.map(|(_, resumed)| resumed),
+            refused: None,
+        },
+    }
 }
 
 /// Slices as coverage spans.

@@ -223,23 +223,34 @@ impl Repository {
         Ok(out)
     }
 
+    /// A snapshot's manifest and its size in bytes; `None` when the snapshot has none (it is
+    /// incomplete).
+    ///
+    /// # Errors
+    /// The store failed or the manifest is unreadable.
+    pub async fn manifest_opt(&self, id: &str) -> Result<Option<(Manifest, u64)>> {
+        match self.store.get(&Self::manifest_key(id)).await {
+            Ok(b) => Manifest::from_json(&b, &format!("manifest of snapshot {id}"))
+                .map(|m| Some((m, b.len() as u64))),
+            Err(StorageError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
     async fn summary(&self, id: String) -> Result<SnapshotSummary> {
-        match self.store.get(&Self::manifest_key(&id)).await {
-            Ok(b) => {
-                let m = Manifest::from_json(&b, &format!("manifest of snapshot {id}"))?;
-                Ok(SnapshotSummary {
-                    id,
-                    started_at: m.started_at,
-                    finished_at: Some(m.finished_at),
-                    complete: true,
-                    size_bytes: m.totals.stored_bytes + b.len() as u64,
-                    documents: m.totals.documents,
-                    collections: m.totals.collections,
-                    source: Some(m.source.uri),
-                    tags: m.tags,
-                })
-            }
-            Err(StorageError::NotFound { .. }) => {
+        match self.manifest_opt(&id).await? {
+            Some((m, len)) => Ok(SnapshotSummary {
+                id,
+                started_at: m.started_at,
+                finished_at: Some(m.finished_at),
+                complete: true,
+                size_bytes: m.totals.stored_bytes + len,
+                documents: m.totals.documents,
+                collections: m.totals.collections,
+                source: Some(m.source.uri),
+                tags: m.tags,
+            }),
+            None => {
                 let objects = self
                     .store
                     .list(&format!("snapshots/{id}/"))
@@ -257,7 +268,6 @@ impl Repository {
                     tags: vec![],
                 })
             }
-            Err(e) => Err(self.err(e)),
         }
     }
 }
