@@ -739,6 +739,70 @@ async fn oplog_push_notices_a_gap_and_restore_refuses_inside_it() {
     );
 }
 
+/// A slice pushed with another `--db` than the snapshot's cannot carry it: restore
+/// refuses it, and `snapshots` and `status` say the same (before, `snapshots` listed the
+/// snapshot as restorable to the slice's end).
+#[tokio::test]
+async fn a_slice_of_another_selection_carries_no_snapshot_in_snapshots_status_or_restore() {
+    let s = common::services();
+    let src = common::client(&s.rs_uri).await;
+    let db = common::unique("pitr_sel");
+    seed(&src, &db, &["a"], 20).await;
+    let cwd = tempfile::tempdir().unwrap();
+    let repo = cwd.path().join("repo");
+    let run = |args: &[&str]| {
+        mk(cwd.path(), &repo)
+            .env("MONGODB_URI", &s.rs_uri)
+            .env("MONGOKEEP_TARGET_URI", &s.standalone_uri)
+            .args(args)
+            .run()
+    };
+    let out = run(&["backup", "--db", &db, "--json"]);
+    out.expect_code(0);
+    let id = out.json()["snapshot"].as_str().unwrap().to_string();
+    let point = optime(&manifest(&repo, &id)["consistency"]["end_operation_time"]);
+    let point = format!("{}:{}", point.time, point.increment);
+    src.database(&db)
+        .collection::<Document>("a")
+        .insert_one(doc! { "_id": "later" })
+        .await
+        .unwrap();
+    run(&["oplog", "push", "--db", "some_other_db"]).expect_code(0);
+    let end = last_slice_end(&repo);
+    assert_ne!(end, point);
+
+    let listed = run(&["snapshots", "--json"]);
+    listed.expect_code(0);
+    let rows = listed.json();
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("{id} not listed: {rows}"));
+    assert_eq!(row["recoverable"]["to_ts"], point.as_str(), "{row}");
+    assert_eq!(row["recoverable"]["slices"], 0, "{row}");
+
+    let (c, reaches) = oplog_status(cwd.path(), &repo);
+    assert_eq!(c["ok"], false, "{c}");
+    assert!(
+        c["message"]
+            .as_str()
+            .unwrap()
+            .contains("pushed with another"),
+        "{c}"
+    );
+    assert!(reaches.is_some(), "{c}");
+
+    let refused = run(&["restore", "--snapshot", &id, "--to-time", &end, "--dry-run"]);
+    refused.expect_code(USAGE);
+    assert!(
+        refused.stderr.contains("pushed with another selection"),
+        "{}",
+        refused.stderr
+    );
+}
+
 #[tokio::test]
 async fn standalone_snapshots_say_they_are_not_point_in_time_and_refuse_to_time() {
     let s = common::services();

@@ -265,8 +265,13 @@ struct SnapshotWithRange<'a> {
 pub async fn ranges(repo: &Repository) -> Result<(Vec<Range>, Vec<String>)> {
     let listing = slices::list(repo).await?;
     let spans = pitr::spans(&listing.slices);
-    let anchors = pitr::anchors(repo).await?;
-    let ranges = anchors.iter().map(|a| coverage::range(a, &spans)).collect();
+    let selections: Vec<_> = listing.slices.iter().map(|s| s.selection.clone()).collect();
+    // Each snapshot's range runs through the slices restore would replay for it.
+    let ranges = pitr::anchors_with_selection(repo)
+        .await?
+        .iter()
+        .map(|(a, sel)| coverage::range(a, &pitr::usable_spans(sel, &spans, &selections).1))
+        .collect();
     let gaps = listing
         .slices
         .iter()

@@ -191,9 +191,27 @@ pub struct Recoverable {
     pub refused: Option<String>,
 }
 
-/// How far `anchor`, a snapshot taken with `selection`, can be restored: the chain of
-/// `spans` [`plan`] would replay from its consistency point ([`coverage::reach`]), up to a
-/// gap, and cut before the first slice [`plan`] would refuse (`selections[i]` is the
+/// The spans a snapshot taken with `selection` can replay: those whose slice [`carries`]
+/// it (`selections[i]` is the selection `spans[i]` was pushed with), with their indexes into
+/// `spans`.
+pub fn usable_spans(
+    selection: &SliceSelection,
+    spans: &[Span],
+    selections: &[SliceSelection],
+) -> (Vec<usize>, Vec<Span>) {
+    spans
+        .iter()
+        .zip(selections)
+        .enumerate()
+        .filter(|(_, (_, sel))| carries(sel, selection))
+        .map(|(i, (s, _))| (i, s.clone()))
+        .unzip()
+}
+
+/// How far `anchor`, a snapshot taken with `selection`, can be restored: the chain of the
+/// spans it can use ([`usable_spans`]) that [`plan`] would replay from its consistency
+/// point ([`coverage::reach`]), up to a gap. Where a slice of another selection would have
+/// carried it further, that slice is named instead of a gap (`selections[i]` is the
 /// selection `spans[i]` was pushed with).
 pub fn recoverable(
     anchor: &Anchor,
@@ -201,30 +219,60 @@ pub fn recoverable(
     spans: &[Span],
     selections: &[SliceSelection],
 ) -> Recoverable {
-    let r = coverage::reach(anchor, spans);
-    match r
-        .chain
+    let (_, usable) = usable_spans(selection, spans, selections);
+    let r = coverage::reach(anchor, &usable);
+    let refused = spans
         .iter()
-        .position(|&i| !carries(&selections[i], selection))
-    {
-        Some(k) => {
-            let (to, to_wall) = match k {
-                0 => (anchor.point, anchor.point_wall),
-                _ => (spans[r.chain[k - 1]].to, spans[r.chain[k - 1]].to_wall),
-            };
-            Recoverable {
-                to,
-                to_wall,
-                gap: None,
-                refused: Some(spans[r.chain[k]].name.clone()),
-            }
-        }
-        None => Recoverable {
-            to: r.to,
-            to_wall: r.to_wall,
-            gap: r.gap.map(|(_, resumed)| resumed),
-            refused: None,
+        .zip(selections)
+        .filter(|(s, sel)| !carries(sel, selection) && s.start <= r.to && s.to > r.to)
+        .max_by_key(|(s, _)| s.to)
+        .map(|(s, _)| s.name.clone());
+    Recoverable {
+        to: r.to,
+        to_wall: r.to_wall,
+        gap: match refused {
+            Some(_) => None,
+            None => r.gap.map(|(_, resumed)| resumed),
         },
+        refused,
+    }
+}
+
+/// The slices (indexes into `spans`, in replay order) that bring `anchor`, a snapshot
+/// taken with `selection`, to `to`, using only slices that carry it ([`usable_spans`];
+/// `selections[i]` is the selection `spans[i]` was pushed with).
+///
+/// # Errors
+/// As [`coverage::slices_for`]; when only a slice of another selection covers `to`, the
+/// message names that slice and the fix.
+pub fn chain_to(
+    anchor: &Anchor,
+    selection: &SliceSelection,
+    spans: &[Span],
+    selections: &[SliceSelection],
+    to: ToTime,
+    others: &[Anchor],
+) -> Result<Vec<usize>, String> {
+    let (index, usable) = usable_spans(selection, spans, selections);
+    match coverage::slices_for(anchor, &usable, to, others) {
+        Ok(chain) => Ok(chain.into_iter().map(|k| index[k]).collect()),
+        Err(m) => {
+            // Covered only through a slice of another selection: name that slice.
+            let refused = coverage::slices_for(anchor, spans, to, &[])
+                .ok()
+                .and_then(|chain| {
+                    chain
+                        .into_iter()
+                        .find(|&i| !carries(&selections[i], selection))
+                });
+            Err(match refused {
+                Some(i) => format!(
+                    "slice {} was pushed with another selection ({:?}) than snapshot {} ({:?}): it may lack operations the snapshot's namespaces need; push with the backup's --db/--ns-include/--ns-exclude, or with none",
+                    spans[i].name, selections[i], anchor.id, selection
+                ),
+                None => m,
+            })
+        }
     }
 }
 
@@ -262,21 +310,22 @@ pub async fn plan(
     let mut slices = Vec::new();
     if let Some(to) = to {
         let listing = slices::list(repo).await?;
-        let spans = spans(&listing.slices);
+        let selections: Vec<SliceSelection> =
+            listing.slices.iter().map(|s| s.selection.clone()).collect();
         let others = anchors(repo).await?;
-        let chain = coverage::slices_for(&anchor, &spans, to, &others)
-            .map_err(|m| Error::Config(format!("cannot restore to {to}: {m}")))?;
+        let chain = chain_to(
+            &anchor,
+            &manifest_selection(manifest),
+            &spans(&listing.slices),
+            &selections,
+            to,
+            &others,
+        )
+        .map_err(|m| Error::Config(format!("cannot restore to {to}: {m}")))?;
         slices = chain
             .into_iter()
             .map(|i| listing.slices[i].clone())
             .collect();
-        let ours = manifest_selection(manifest);
-        if let Some(s) = slices.iter().find(|s| !carries(&s.selection, &ours)) {
-            return Err(Error::Config(format!(
-                "slice {} was pushed with another selection ({:?}) than snapshot {} ({:?}): it may lack operations the snapshot's namespaces need; push with the backup's --db/--ns-include/--ns-exclude, or with none",
-                s.name(), s.selection, manifest.snapshot, ours
-            )));
-        }
     }
     let restore_plan = restore::plan(manifest, target, opts).await?;
     let selection = snapshot_selection(manifest)?;
@@ -430,4 +479,130 @@ pub async fn restore_to_time(
 ) -> Result<PitrSummary> {
     let p = plan(repo, manifest, target, opts, to).await?;
     execute(repo, target, &p, opts).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(t: u32) -> OpTime {
+        OpTime { t, i: 1 }
+    }
+
+    fn span(name: &str, start: u32, to: u32) -> Span {
+        Span {
+            name: name.into(),
+            start: op(start),
+            to: op(to),
+            to_wall: None,
+        }
+    }
+
+    fn anchor(point: u32) -> Anchor {
+        Anchor {
+            id: "snap".into(),
+            point: op(point),
+            point_wall: None,
+        }
+    }
+
+    fn only(db: &str) -> SliceSelection {
+        SliceSelection {
+            databases: vec![db.into()],
+            ..Default::default()
+        }
+    }
+
+    /// `a` and `c` were pushed with no selection, `app` for one database only; `app`
+    /// reaches furthest from 200.
+    fn pushed() -> (Vec<Span>, Vec<SliceSelection>) {
+        (
+            vec![
+                span("a", 100, 200),
+                span("app", 200, 400),
+                span("c", 200, 300),
+            ],
+            vec![
+                SliceSelection::default(),
+                only("app"),
+                SliceSelection::default(),
+            ],
+        )
+    }
+
+    #[test]
+    fn a_snapshot_is_carried_by_the_slices_of_its_selection_past_one_of_another() {
+        let (spans, sels) = pushed();
+        let everything = SliceSelection::default();
+        // Before, the chain took `app` (furthest) and restore then refused it: the
+        // snapshot reached only 200. `c` covers the same positions and can be used.
+        let r = recoverable(&anchor(150), &everything, &spans, &sels);
+        assert_eq!(r.to, op(300));
+        assert_eq!(
+            r.refused.as_deref(),
+            Some("app"),
+            "it alone would carry further"
+        );
+        assert_eq!(r.gap, None);
+        assert_eq!(
+            chain_to(
+                &anchor(150),
+                &everything,
+                &spans,
+                &sels,
+                ToTime::Op(op(250)),
+                &[]
+            ),
+            Ok(vec![0, 2])
+        );
+        // Past `c`, only `app` covers: refused, and the message says why and the fix.
+        let e = chain_to(
+            &anchor(150),
+            &everything,
+            &spans,
+            &sels,
+            ToTime::Op(op(350)),
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("slice app was pushed with another selection")
+                && e.contains("push with the backup's --db"),
+            "{e}"
+        );
+        // A time no slice covers is a plain coverage error.
+        let e = chain_to(
+            &anchor(150),
+            &everything,
+            &spans,
+            &sels,
+            ToTime::Op(op(450)),
+            &[],
+        )
+        .unwrap_err();
+        assert!(!e.contains("another selection"), "{e}");
+
+        // A snapshot of that one database is carried by all three.
+        let r = recoverable(&anchor(150), &only("app"), &spans, &sels);
+        assert_eq!((r.to, r.refused), (op(400), None));
+        assert_eq!(
+            chain_to(
+                &anchor(150),
+                &only("app"),
+                &spans,
+                &sels,
+                ToTime::Op(op(350)),
+                &[]
+            ),
+            Ok(vec![0, 1])
+        );
+    }
+
+    #[test]
+    fn a_gap_among_the_usable_slices_is_a_gap() {
+        let spans = vec![span("a", 100, 200), span("b", 250, 300)];
+        let sels = vec![SliceSelection::default(); 2];
+        let r = recoverable(&anchor(150), &SliceSelection::default(), &spans, &sels);
+        assert_eq!((r.to, r.gap, r.refused), (op(200), Some(op(250)), None));
+    }
 }
