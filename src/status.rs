@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::journal::JournalEntry;
 use crate::oplog::coverage::{Anchor, Span};
 use crate::oplog::optime::{describe, wall_or_seconds};
-use crate::oplog::restore::{recoverable, Recoverable};
+use crate::oplog::restore::{anchor_of, recoverable, Recoverable};
 use crate::oplog::slices::SliceSelection;
 use crate::repository::Repository;
 use crate::verify::{list_reports, VerifyReport};
@@ -112,7 +112,14 @@ pub fn human_duration(secs: i64) -> String {
 /// # Errors
 /// The repository failed.
 pub async fn status(repo: &Repository, limits: Limits, now: DateTime<Utc>) -> Result<Status> {
-    let snaps = repo.list_snapshots().await?;
+    // One read of each manifest serves the snapshots and, when asked, the point-in-time
+    // anchors.
+    let want_anchors = limits.oplog.is_some();
+    let listed = repo
+        .list_snapshots_with(|m| want_anchors.then(|| anchor_of(m)).flatten())
+        .await?;
+    let (snaps, anchors): (Vec<_>, Vec<_>) = listed.into_iter().unzip();
+    let anchors: Vec<Anchored> = anchors.into_iter().flatten().flatten().collect();
     let newest = snaps.iter().find(|s| s.complete);
     let reports = list_reports(repo).await?;
     let full: Vec<&VerifyReport> = reports.iter().filter(|r| r.kind == "full").collect();
@@ -139,7 +146,7 @@ pub async fn status(repo: &Repository, limits: Limits, now: DateTime<Utc>) -> Re
     ];
     let mut oplog_reaches = None;
     if let Some(max) = limits.oplog {
-        let (anchors, slices) = oplog_state(repo).await?;
+        let slices = pushed_slices(repo).await?;
         let (reaches, c) = oplog_check(&anchors, &slices, max, now);
         oplog_reaches = reaches;
         checks.push(c);
@@ -244,20 +251,19 @@ pub fn oplog_check(
 /// # Errors
 /// The repository failed or a manifest is unreadable.
 pub async fn newest_recoverable(repo: &Repository) -> Result<Option<DateTime<Utc>>> {
-    let (anchors, slices) = oplog_state(repo).await?;
+    let anchors = crate::oplog::restore::anchors_with_selection(repo).await?;
+    let slices = pushed_slices(repo).await?;
     Ok(newest_recoverable_of(&anchors, &slices).map(|(r, _)| wall_or_seconds(r.to, r.to_wall)))
 }
 
-/// The repository's point-in-time snapshots and slices, with their selections.
-async fn oplog_state(repo: &Repository) -> Result<(Vec<Anchored>, Vec<Pushed>)> {
+/// The repository's slices, with the selections they were pushed with.
+async fn pushed_slices(repo: &Repository) -> Result<Vec<Pushed>> {
     let listing = crate::oplog::slices::list(repo).await?;
     let spans = crate::oplog::restore::spans(&listing.slices);
-    let slices = spans
+    Ok(spans
         .into_iter()
         .zip(listing.slices.iter().map(|s| s.selection.clone()))
-        .collect();
-    let anchors = crate::oplog::restore::anchors_with_selection(repo).await?;
-    Ok((anchors, slices))
+        .collect())
 }
 
 /// A fact the metrics file carries beside an operation's own lines.
@@ -446,6 +452,62 @@ mod tests {
 
     fn time(s: u32) -> DateTime<Utc> {
         Utc.timestamp_opt(i64::from(BASE + s), 0).unwrap()
+    }
+
+    /// A manifest of a complete snapshot; point-in-time with its consistency point at
+    /// `point` when given.
+    fn manifest(id: &str, point: Option<u32>) -> bytes::Bytes {
+        let op = |t: u32| serde_json::json!({"t": BASE + t, "i": 1});
+        let mut m = serde_json::json!({
+            "format": "mongokeep-manifest", "format_version": 1, "snapshot": id,
+            "started_at": time(0), "finished_at": time(0),
+            "tool": {"name": "mongokeep", "version": "test"},
+            "source": {"uri": "mongodb://x/", "topology": "replica set", "server_version": "6.0", "replica_set": "rs0"},
+            "consistency": {"point_in_time": false, "note": "", "start_operation_time": null, "end_operation_time": null},
+            "options": {"compression": "none", "archive_part_bytes": 1, "databases": [], "ns_include": [], "ns_exclude": [], "include_users": false},
+            "tags": [], "digest_algorithm": "x", "collections": [],
+            "totals": {"collections": 0, "views": 0, "documents": 0, "bson_bytes": 0, "stored_bytes": 0}
+        });
+        if let Some(p) = point {
+            m["consistency"]["point_in_time"] = true.into();
+            m["oplog"] = serde_json::json!({
+                "key": format!("snapshots/{id}/oplog.bson.gz"), "size": 0, "sha256": "",
+                "from": op(p - 10), "to": op(p), "first": null, "last": null,
+                "entries": 0, "bson_bytes": 0
+            });
+        }
+        bytes::Bytes::from(serde_json::to_vec(&m).unwrap())
+    }
+
+    #[tokio::test]
+    async fn status_reads_each_manifest_once() {
+        use crate::storage::{memory::MemoryStore, Storage};
+        let store = std::sync::Arc::new(MemoryStore::new());
+        let repo = Repository::new(store.clone());
+        let ids = ["20261101T000000Z-0001", "20261101T010000Z-0002"];
+        store
+            .put(
+                &Repository::manifest_key(ids[0]),
+                manifest(ids[0], Some(1000)),
+            )
+            .await
+            .unwrap();
+        store
+            .put(&Repository::manifest_key(ids[1]), manifest(ids[1], None))
+            .await
+            .unwrap();
+        let limits = Limits {
+            snapshot: Duration::days(1),
+            verification: Duration::days(1),
+            oplog: Some(Duration::hours(1)),
+        };
+        let st = status(&repo, limits, time(1500)).await.unwrap();
+        // The listing and the point-in-time anchor came from the same read.
+        assert_eq!(st.snapshot.as_deref(), Some(ids[1]));
+        assert_eq!(st.oplog_reaches, Some(time(1000)));
+        for id in ids {
+            assert_eq!(store.reads(&Repository::manifest_key(id)), 1, "{id}");
+        }
     }
 
     /// Hourly slices from 1000 to 19_000, then one to 19_900.

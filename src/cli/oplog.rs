@@ -11,10 +11,10 @@ use super::output::{human_bytes, print_json, restore_plan, table};
 use super::Context;
 use crate::journal::JournalEntry;
 use crate::manifest::Manifest;
-use crate::oplog::coverage::{self, Range};
+use crate::oplog::coverage::{self, Anchor, Range};
 use crate::oplog::optime::{describe, wall_or_seconds, ToTime};
 use crate::oplog::restore::{self as pitr, PitrPlan, PitrSummary};
-use crate::oplog::slices::{self, PushOptions, PushOutcome};
+use crate::oplog::slices::{self, PushOptions, PushOutcome, SliceSelection};
 use crate::repository::{Repository, SnapshotSummary};
 use crate::restore::RestoreOptions;
 use crate::source::Source;
@@ -262,13 +262,15 @@ struct SnapshotWithRange<'a> {
 ///
 /// # Errors
 /// The store failed or a manifest is unreadable.
-pub async fn ranges(repo: &Repository) -> Result<(Vec<Range>, Vec<String>)> {
+pub async fn ranges(
+    repo: &Repository,
+    anchors: &[(Anchor, SliceSelection)],
+) -> Result<(Vec<Range>, Vec<String>)> {
     let listing = slices::list(repo).await?;
     let spans = pitr::spans(&listing.slices);
     let selections: Vec<_> = listing.slices.iter().map(|s| s.selection.clone()).collect();
     // Each snapshot's range runs through the slices restore would replay for it.
-    let ranges = pitr::anchors_with_selection(repo)
-        .await?
+    let ranges = anchors
         .iter()
         .map(|(a, sel)| coverage::range(a, &pitr::usable_spans(sel, &spans, &selections).1))
         .collect();
@@ -294,8 +296,14 @@ pub async fn ranges(repo: &Repository) -> Result<(Vec<Range>, Vec<String>)> {
 /// The store failed or a manifest is unreadable.
 pub async fn cmd_snapshots(ctx: &Context, json: bool) -> Result<()> {
     let repo = ctx.repository().await?;
-    let snaps = repo.list_snapshots().await?;
-    let (ranges, gaps) = ranges(&repo).await?;
+    // One read of each manifest: the listing and the point-in-time anchors.
+    let (snaps, anchors): (Vec<_>, Vec<_>) = repo
+        .list_snapshots_with(pitr::anchor_of)
+        .await?
+        .into_iter()
+        .unzip();
+    let anchors: Vec<_> = anchors.into_iter().flatten().flatten().collect();
+    let (ranges, gaps) = ranges(&repo, &anchors).await?;
     if json {
         let rows: Vec<SnapshotWithRange> = snaps
             .iter()

@@ -137,30 +137,26 @@ pub async fn anchors(repo: &Repository) -> Result<Vec<Anchor>> {
 /// # Errors
 /// The store failed or a manifest is unreadable.
 pub async fn anchors_with_selection(repo: &Repository) -> Result<Vec<(Anchor, SliceSelection)>> {
-    use futures::StreamExt;
-    let mut ids = repo.snapshot_ids().await?;
-    ids.sort_by(|a, b| b.cmp(a));
-    // One read of each manifest, eight at a time; a snapshot without one is incomplete.
-    let manifests: Vec<Result<Option<(Manifest, u64)>>> = futures::stream::iter(ids)
-        .map(|id| async move { repo.manifest_opt(&id).await })
-        .buffered(8)
-        .collect()
-        .await;
-    let mut out = Vec::new();
-    for m in manifests {
-        let Some((m, _)) = m? else { continue };
-        if let Ok(o) = snapshot_oplog(&m) {
-            out.push((
-                Anchor {
-                    id: m.snapshot.clone(),
-                    point: o.to,
-                    point_wall: o.to_wall,
-                },
-                manifest_selection(&m),
-            ));
-        }
-    }
-    Ok(out)
+    Ok(repo
+        .list_snapshots_with(anchor_of)
+        .await?
+        .into_iter()
+        .filter_map(|(_, a)| a.flatten())
+        .collect())
+}
+
+/// A complete snapshot's coverage anchor and selection; `None` when it is not
+/// point-in-time. For [`Repository::list_snapshots_with`], which reads each manifest once.
+pub fn anchor_of(m: &Manifest) -> Option<(Anchor, SliceSelection)> {
+    let o = snapshot_oplog(m).ok()?;
+    Some((
+        Anchor {
+            id: m.snapshot.clone(),
+            point: o.to,
+            point_wall: o.to_wall,
+        },
+        manifest_selection(m),
+    ))
 }
 
 /// The selection a snapshot was taken with, as slices record theirs.

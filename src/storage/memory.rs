@@ -22,6 +22,8 @@ struct Inner {
     objects: BTreeMap<String, (Bytes, DateTime<Utc>)>,
     uploads: BTreeMap<String, Upload>,
     next_upload: u64,
+    /// Reads of each key (`get` and `get_stream`).
+    reads: BTreeMap<String, usize>,
 }
 
 /// An in-memory object store.
@@ -34,6 +36,11 @@ impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// How many times `key` was read (`get` or `get_stream`), found or not.
+    pub fn reads(&self, key: &str) -> usize {
+        self.lock().reads.get(key).copied().unwrap_or(0)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -57,7 +64,9 @@ impl Storage for MemoryStore {
     }
 
     async fn get(&self, key: &str) -> StorageResult<Bytes> {
-        self.lock()
+        let mut inner = self.lock();
+        *inner.reads.entry(key.to_string()).or_default() += 1;
+        inner
             .objects
             .get(key)
             .map(|(b, _)| b.clone())
