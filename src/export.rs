@@ -85,36 +85,37 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
 /// are written and checked; on any failure, or once `stop` is cancelled, that folder is
 /// removed and `out` is left as it was.
 ///
-/// - A new `out` is built beside it, `.<name>.mongokeep-partial`, and renamed to `out` in
-///   one step.
-/// - An existing empty `out` (a mount point, say) is built inside it, in
-///   `.mongokeep-partial`, whose database folders are then renamed into `out`: only a
-///   `kill -9` between those renames could leave part of them, with the hidden folder
-///   still there to show it.
+/// - The hidden folder is built beside `out`, `.<name>.mongokeep-partial`, and renamed to
+///   `out` in one step; an existing empty `out` is replaced by it the same way (its mode
+///   is kept).
+/// - Where that cannot be done (`out` is a mount point, is owned by another user, or its
+///   parent is not writable) it is built inside `out`, in `.mongokeep-partial`, whose
+///   entries are then renamed into `out`: only a `kill -9` between those renames could
+///   leave part of them, with the hidden folder still there to show it.
 ///
-/// A hidden folder left by a killed export is removed by the next one.
+/// While an export builds its hidden folder it holds a lock on it: a second export into
+/// the same `out` is refused at once, and a hidden folder left by a killed export (no
+/// longer locked) is removed by the next one.
 ///
 /// # Errors
-/// `out` is a file or holds files ([`Error::Config`]), the output folder is not writable,
-/// the repository failed, an object differs from the manifest, or the export was stopped
-/// ([`Error::Cancelled`]).
+/// `out` is a file or holds files, or another export into it is running
+/// ([`Error::Config`]), the output folder is not writable, the repository failed, an
+/// object differs from the manifest, or the export was stopped ([`Error::Cancelled`]).
 pub async fn export(
     repo: &Repository,
     manifest: &Manifest,
     out: &Path,
     stop: &CancellationToken,
 ) -> Result<ExportSummary> {
-    let staging = match check_out(out)? {
-        Out::New => sibling_staging(out),
-        Out::Empty => out.join(STAGING),
+    let existing = check_out(out)?;
+    let (staging, how) = match existing {
+        Out::New => (sibling_staging(out), Publish::Rename),
+        Out::Empty if replaceable(out) => (sibling_staging(out), Publish::Replace),
+        Out::Empty => (out.join(STAGING), Publish::MoveEntries),
     };
-    if staging.exists() {
-        // Left by an export that was killed: a half-made folder of ours.
-        std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
-    }
-    std::fs::create_dir_all(&staging).map_err(io(&staging))?;
+    let _lock = claim(&staging, out)?;
     let published = match write_all(repo, manifest, &staging, stop).await {
-        Ok(summary) => publish(&staging, out).map(|()| summary),
+        Ok(summary) => publish(&staging, out, how).map(|()| summary),
         Err(e) => Err(e),
     };
     match published {
@@ -129,13 +130,24 @@ pub async fn export(
     }
 }
 
-/// The hidden folder an export into an existing empty folder is built in.
+/// The hidden folder an export is built in (inside `out`, or after `.<name>` beside it).
 const STAGING: &str = ".mongokeep-partial";
 
 /// What `--out` names.
 enum Out {
     New,
     Empty,
+}
+
+/// How the finished hidden folder becomes `out`.
+#[derive(Clone, Copy)]
+enum Publish {
+    /// `out` did not exist: one rename.
+    Rename,
+    /// `out` is an empty folder: one rename over it.
+    Replace,
+    /// Built inside `out`: each entry renamed into it.
+    MoveEntries,
 }
 
 /// `out` may be missing or an empty folder (one holding only a killed export's hidden
@@ -166,7 +178,35 @@ fn check_out(out: &Path) -> Result<Out> {
     }
 }
 
-/// The hidden folder beside a new `out` that the export is built in.
+/// The folder `out` is in.
+fn parent_of(out: &Path) -> &Path {
+    out.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Whether the empty folder `out` can be replaced by a folder built beside it: on the same
+/// file system as its parent (not a mount point), owned by this user (a replacement would
+/// be this user's), and its parent writable.
+fn replaceable(out: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(o), Ok(p)) = (std::fs::metadata(out), std::fs::metadata(parent_of(out))) else {
+        return false;
+    };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    o.dev() == p.dev() && o.uid() == me && writable(parent_of(out))
+}
+
+fn writable(dir: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: a valid NUL-terminated path; access only reads it.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+}
+
+/// The hidden folder beside `out` that the export is built in.
 fn sibling_staging(out: &Path) -> PathBuf {
     let name = out
         .file_name()
@@ -174,21 +214,90 @@ fn sibling_staging(out: &Path) -> PathBuf {
     out.with_file_name(format!(".{name}{STAGING}"))
 }
 
-/// Move the complete, synced `staging` folder into place as `out`.
-fn publish(staging: &Path, out: &Path) -> Result<()> {
-    sync_dir(staging)?;
-    if staging.parent() == Some(out) {
-        for entry in std::fs::read_dir(staging).map_err(io(staging))? {
-            let name = entry.map_err(io(staging))?.file_name();
-            std::fs::rename(staging.join(&name), out.join(&name)).map_err(io(out))?;
-        }
-        std::fs::remove_dir(staging).map_err(io(staging))?;
-        sync_dir(out)
+/// Take `staging` for this export: create it and hold an exclusive lock on it for as long
+/// as the returned handle lives. One left by a killed export (unlocked) is removed first;
+/// one still locked belongs to a running export into `out`, and is refused. The folder
+/// `staging` is made in is locked meanwhile, so two exports cannot both find it missing
+/// or both remove it.
+fn claim(staging: &Path, out: &Path) -> Result<File> {
+    let home = staging.parent().unwrap_or(Path::new("."));
+    let home = if home.as_os_str().is_empty() {
+        Path::new(".")
     } else {
-        std::fs::rename(staging, out).map_err(io(out))?;
-        match out.parent().filter(|p| !p.as_os_str().is_empty()) {
-            Some(parent) => sync_dir(parent),
-            None => sync_dir(Path::new(".")),
+        home
+    };
+    let dir = File::open(home).map_err(io(home))?;
+    lock(&dir, true).map_err(io(home))?;
+    let claimed = (|| {
+        if staging.exists() {
+            let old = File::open(staging).map_err(io(staging))?;
+            if lock(&old, false).is_err() {
+                return Err(Error::Config(format!(
+                    "another mongokeep export into {} is running (it is building {})\n  fix: wait for it to end, or name another folder",
+                    out.display(),
+                    staging.display()
+                )));
+            }
+            // Left by an export that was killed: a half-made folder of ours.
+            std::fs::remove_dir_all(staging).map_err(io(staging))?;
+        }
+        std::fs::create_dir(staging).map_err(io(staging))?;
+        let f = File::open(staging).map_err(io(staging))?;
+        lock(&f, false).map_err(io(staging))?;
+        Ok(f)
+    })();
+    drop(dir); // closing the descriptor releases the folder's lock
+    claimed
+}
+
+/// An exclusive `flock` on `f`, waiting for it or not.
+fn lock(f: &File, wait: bool) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let op = if wait {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_EX | libc::LOCK_NB
+    };
+    loop {
+        // SAFETY: a descriptor owned by `f`, open for the call.
+        if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Move the complete, synced `staging` folder into place as `out`.
+fn publish(staging: &Path, out: &Path, how: Publish) -> Result<()> {
+    sync_dir(staging)?;
+    match how {
+        Publish::MoveEntries => {
+            for entry in std::fs::read_dir(staging).map_err(io(staging))? {
+                let name = entry.map_err(io(staging))?.file_name();
+                std::fs::rename(staging.join(&name), out.join(&name)).map_err(io(out))?;
+            }
+            std::fs::remove_dir(staging).map_err(io(staging))?;
+            sync_dir(out)
+        }
+        Publish::Rename | Publish::Replace => {
+            if let Publish::Replace = how {
+                if let Ok(m) = std::fs::metadata(out) {
+                    std::fs::set_permissions(staging, m.permissions()).map_err(io(staging))?;
+                }
+            }
+            // A rename replaces only a missing or empty `out`: should files have appeared in
+            // it meanwhile, it fails and they stay as they are.
+            std::fs::rename(staging, out).map_err(|e| match e.raw_os_error() {
+                Some(libc::ENOTEMPTY) | Some(libc::EEXIST) => Error::Config(format!(
+                    "--out {} is no longer empty: something wrote into it during the export; nothing of the export was put there\n  fix: name a new or empty folder",
+                    out.display()
+                )),
+                _ => io(out)(e),
+            })?;
+            sync_dir(parent_of(out))
         }
     }
 }
@@ -369,6 +478,54 @@ async fn unpack<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_staging_folder_is_claimed_by_one_export_and_a_killed_ones_is_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("dump");
+        let staging = sibling_staging(&out);
+        let first = claim(&staging, &out).unwrap();
+        std::fs::write(staging.join("half.bson"), b"x").unwrap();
+        // Held: a second export into the same folder is refused and touches nothing.
+        let e = claim(&staging, &out).unwrap_err();
+        assert!(
+            matches!(&e, Error::Config(m) if m.contains("another mongokeep export into")),
+            "{e}"
+        );
+        assert!(staging.join("half.bson").exists());
+        // Its holder gone (as when killed): the next export clears it and takes it.
+        drop(first);
+        let _second = claim(&staging, &out).unwrap();
+        assert!(staging.is_dir() && !staging.join("half.bson").exists());
+    }
+
+    #[test]
+    fn an_empty_folder_is_replaced_in_one_step_unless_it_is_a_mount_point() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("empty");
+        std::fs::create_dir(&out).unwrap();
+        assert!(replaceable(&out));
+        assert!(!replaceable(Path::new("/proc")), "a mount point");
+        let staging = sibling_staging(&out);
+        std::fs::create_dir(&staging).unwrap();
+        std::fs::write(staging.join("a.bson"), b"x").unwrap();
+        publish(&staging, &out, Publish::Replace).unwrap();
+        assert!(out.join("a.bson").exists() && !staging.exists());
+        // Files that appear in `out` meanwhile stop it, and stay.
+        let staging = sibling_staging(&out);
+        std::fs::create_dir(&staging).unwrap();
+        let e = publish(&staging, &out, Publish::Replace).unwrap_err();
+        assert!(
+            matches!(&e, Error::Config(m) if m.contains("no longer empty")),
+            "{e}"
+        );
+        assert!(out.join("a.bson").exists());
+        // Built inside: its entries are moved out of the hidden folder.
+        let inside = dir.path().join("mnt");
+        std::fs::create_dir_all(inside.join(STAGING).join("db")).unwrap();
+        publish(&inside.join(STAGING), &inside, Publish::MoveEntries).unwrap();
+        assert!(inside.join("db").is_dir() && !inside.join(STAGING).exists());
+    }
 
     #[test]
     fn file_names_escape_as_mongodump_100_7_does() {

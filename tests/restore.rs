@@ -911,3 +911,63 @@ async fn an_export_stopped_by_sigterm_leaves_no_folder() {
     assert_eq!(names_in(cwd.path()), before);
     client.database(&db).drop().await.unwrap();
 }
+
+/// An export into an existing empty folder is built beside it and replaces it in one
+/// step: killed with SIGKILL, it leaves the folder empty (before, it was built inside,
+/// where a kill between the final renames could leave part of it). A second export into
+/// the same folder while one runs is refused; the next one after the kill removes what
+/// the killed one left and finishes.
+#[tokio::test]
+async fn an_export_killed_or_run_twice_at_once_leaves_an_empty_folder_empty() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = common::services();
+    let cwd = tempfile::tempdir().unwrap();
+    let client = common::client(&s.rs_uri).await;
+    let db = common::unique("exportkill");
+    mongokeep::sample::seed_app(&client, &db, "orders", 100, 7)
+        .await
+        .unwrap();
+    let id = backup_to_folder(cwd.path(), &s.rs_uri, &db, &[]);
+    let empty = cwd.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    std::fs::set_permissions(&empty, std::fs::Permissions::from_mode(0o750)).unwrap();
+
+    let mut first = export(cwd.path(), &id, "empty").spawn();
+    let staging = cwd.path().join(".empty.mongokeep-partial");
+    let bson = staging.join(format!("{db}/orders.bson"));
+    common::wait_while_running(&mut first, "the export was writing", || async {
+        std::fs::metadata(&bson).is_ok_and(|m| m.len() > 0)
+    })
+    .await;
+    let second = export(cwd.path(), &id, "empty").run();
+    second.expect_code(USAGE);
+    assert!(
+        second.stderr.contains("another mongokeep export into") && second.stderr.contains("fix:"),
+        "{}",
+        second.stderr
+    );
+    assert!(
+        bson.exists(),
+        "the second export must not touch the first one's folder"
+    );
+
+    first.kill().unwrap(); // SIGKILL: no cleanup runs
+    first.wait().unwrap();
+    assert!(names_in(&empty).is_empty(), "{:?}", names_in(&empty));
+    assert!(staging.exists(), "a killed export leaves its hidden folder");
+
+    let out = export(cwd.path(), &id, "empty").args(["--json"]).run();
+    out.expect_code(0);
+    assert_eq!(out.json()["collections"], 1);
+    assert_eq!(
+        names_in(&empty.join(&db)),
+        ["orders.bson", "orders.metadata.json"]
+    );
+    assert!(
+        !staging.exists(),
+        "the next export removes what the killed one left"
+    );
+    let mode = std::fs::metadata(&empty).unwrap().permissions().mode();
+    assert_eq!(mode & 0o7777, 0o750, "the folder keeps its mode");
+    client.database(&db).drop().await.unwrap();
+}
