@@ -69,6 +69,33 @@ fn mk(cwd: &Path, repo: &Path) -> common::Run {
     common::mongokeep(cwd).args(["--repo", repo.to_str().unwrap()])
 }
 
+/// `mk` with the test replica set as the source and the standalone server as the restore
+/// target.
+fn mk_rs(cwd: &Path, repo: &Path) -> common::Run {
+    let s = common::services();
+    mk(cwd, repo)
+        .env("MONGODB_URI", &s.rs_uri)
+        .env("MONGOKEEP_TARGET_URI", &s.standalone_uri)
+}
+
+/// A fresh database on the replica set with 20 documents in `a`, and a temporary folder
+/// whose `repo` will hold the repository.
+struct Seeded {
+    src: Client,
+    db: String,
+    cwd: tempfile::TempDir,
+    repo: std::path::PathBuf,
+}
+
+async fn seeded(prefix: &str) -> Seeded {
+    let src = common::client(&common::services().rs_uri).await;
+    let db = common::unique(prefix);
+    seed(&src, &db, &["a"], 20).await;
+    let cwd = tempfile::tempdir().unwrap();
+    let repo = cwd.path().join("repo");
+    Seeded { src, db, cwd, repo }
+}
+
 fn manifest(repo: &Path, id: &str) -> serde_json::Value {
     let body = std::fs::read(repo.join(format!("snapshots/{id}/manifest.json"))).unwrap();
     serde_json::from_slice(&body).unwrap()
@@ -744,19 +771,8 @@ async fn oplog_push_notices_a_gap_and_restore_refuses_inside_it() {
 /// snapshot as restorable to the slice's end).
 #[tokio::test]
 async fn a_slice_of_another_selection_carries_no_snapshot_in_snapshots_status_or_restore() {
-    let s = common::services();
-    let src = common::client(&s.rs_uri).await;
-    let db = common::unique("pitr_sel");
-    seed(&src, &db, &["a"], 20).await;
-    let cwd = tempfile::tempdir().unwrap();
-    let repo = cwd.path().join("repo");
-    let run = |args: &[&str]| {
-        mk(cwd.path(), &repo)
-            .env("MONGODB_URI", &s.rs_uri)
-            .env("MONGOKEEP_TARGET_URI", &s.standalone_uri)
-            .args(args)
-            .run()
-    };
+    let Seeded { src, db, cwd, repo } = seeded("pitr_sel").await;
+    let run = |args: &[&str]| mk_rs(cwd.path(), &repo).args(args).run();
     let out = run(&["backup", "--db", &db, "--json"]);
     out.expect_code(0);
     let id = out.json()["snapshot"].as_str().unwrap().to_string();
@@ -859,18 +875,8 @@ async fn standalone_snapshots_say_they_are_not_point_in_time_and_refuse_to_time(
 
 #[tokio::test]
 async fn prune_keeps_the_slices_kept_snapshots_need_and_removes_the_rest() {
-    let s = common::services();
-    let src = common::client(&s.rs_uri).await;
-    let db = common::unique("pitr_prune");
-    seed(&src, &db, &["a"], 20).await;
-    let cwd = tempfile::tempdir().unwrap();
-    let repo = cwd.path().join("repo");
-    let run = |args: &[&str]| {
-        mk(cwd.path(), &repo)
-            .env("MONGODB_URI", &s.rs_uri)
-            .args(args)
-            .run()
-    };
+    let Seeded { src, db, cwd, repo } = seeded("pitr_prune").await;
+    let run = |args: &[&str]| mk_rs(cwd.path(), &repo).args(args).run();
     let a = src.database(&db).collection::<Document>("a");
     run(&["backup", "--db", &db]).expect_code(0);
     // `status --max-oplog-age`: before any push the newest recoverable point is the
@@ -951,8 +957,7 @@ async fn prune_keeps_the_slices_kept_snapshots_need_and_removes_the_rest() {
     );
     // The kept snapshot still rolls forward through it.
     let target_db = common::unique("pitr_pruned");
-    let out = mk(cwd.path(), &repo)
-        .env("MONGOKEEP_TARGET_URI", &s.standalone_uri)
+    let out = mk_rs(cwd.path(), &repo)
         .args([
             "restore",
             "--snapshot",
@@ -966,7 +971,7 @@ async fn prune_keeps_the_slices_kept_snapshots_need_and_removes_the_rest() {
         .args(["--to-time", &last_slice_end(&repo)])
         .run();
     out.expect_code(0);
-    let dst = common::client(&s.standalone_uri).await;
+    let dst = common::client(&common::services().standalone_uri).await;
     let two = dst
         .database(&target_db)
         .collection::<Document>("a")

@@ -186,15 +186,16 @@ pub fn slices_for(
     Err(format!("{why}; {covered}{}", elsewhere()))
 }
 
+/// Spans and anchors at whole seconds, for unit tests of coverage and of what uses it.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixtures {
     use super::*;
 
-    fn op(t: u32) -> OpTime {
+    pub fn op(t: u32) -> OpTime {
         OpTime { t, i: 1 }
     }
 
-    fn span(name: &str, start: u32, to: u32) -> Span {
+    pub fn span(name: &str, start: u32, to: u32) -> Span {
         Span {
             name: name.into(),
             start: op(start),
@@ -203,13 +204,19 @@ mod tests {
         }
     }
 
-    fn anchor(id: &str, point: u32) -> Anchor {
+    pub fn anchor(id: &str, point: u32) -> Anchor {
         Anchor {
             id: id.into(),
             point: op(point),
             point_wall: None,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{anchor, op, span};
+    use super::*;
 
     fn at(t: u32, i: u32) -> ToTime {
         ToTime::Op(OpTime { t, i })

@@ -480,26 +480,10 @@ pub async fn restore_to_time(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn op(t: u32) -> OpTime {
-        OpTime { t, i: 1 }
-    }
-
-    fn span(name: &str, start: u32, to: u32) -> Span {
-        Span {
-            name: name.into(),
-            start: op(start),
-            to: op(to),
-            to_wall: None,
-        }
-    }
+    use crate::oplog::coverage::fixtures::{op, span};
 
     fn anchor(point: u32) -> Anchor {
-        Anchor {
-            id: "snap".into(),
-            point: op(point),
-            point_wall: None,
-        }
+        coverage::fixtures::anchor("snap", point)
     }
 
     fn only(db: &str) -> SliceSelection {
