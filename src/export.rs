@@ -185,14 +185,24 @@ fn parent_of(out: &Path) -> &Path {
         .unwrap_or(Path::new("."))
 }
 
-/// Whether the empty folder `out` can be replaced by a folder built beside it: on the same
-/// file system as its parent (not a mount point), owned by this user (a replacement would
-/// be this user's), and its parent writable.
+/// Whether the empty folder `out` can be replaced by a folder built beside it: named by
+/// a last component (not `.` or `/`), not a symbolic link (the rename would replace the
+/// link, not the folder it points to), on the same file system as its parent (not a mount
+/// point), owned by this user (a replacement would be this user's), its parent writable.
 fn replaceable(out: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let (Ok(o), Ok(p)) = (std::fs::metadata(out), std::fs::metadata(parent_of(out))) else {
+    if out.file_name().is_none() {
+        return false;
+    }
+    let (Ok(o), Ok(p)) = (
+        std::fs::symlink_metadata(out),
+        std::fs::metadata(parent_of(out)),
+    ) else {
         return false;
     };
+    if !o.is_dir() {
+        return false;
+    }
     // SAFETY: geteuid has no preconditions and cannot fail.
     let me = unsafe { libc::geteuid() };
     o.dev() == p.dev() && o.uid() == me && writable(parent_of(out))
@@ -506,6 +516,10 @@ mod tests {
         std::fs::create_dir(&out).unwrap();
         assert!(replaceable(&out));
         assert!(!replaceable(Path::new("/proc")), "a mount point");
+        assert!(!replaceable(Path::new(".")), "no name of its own");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&out, &link).unwrap();
+        assert!(!replaceable(&link), "a symbolic link");
         let staging = sibling_staging(&out);
         std::fs::create_dir(&staging).unwrap();
         std::fs::write(staging.join("a.bson"), b"x").unwrap();
