@@ -108,8 +108,20 @@ impl FileConfig {
     /// # Errors
     /// TOML syntax, an unknown key, or a wrong type: a message naming the key and line.
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
-        toml::from_str(text)
-            .map_err(|e| Error::Config(format!("{origin}: {}", e.to_string().trim_end())))
+        // The line and column, not the parser's quote of the line: the line may hold a
+        // URI with its password.
+        toml::from_str(text).map_err(|e: toml::de::Error| {
+            let at = e.span().map_or_else(String::new, |span| {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!(" line {line}, column {column}:")
+            });
+            Error::Config(format!(
+                "{origin}:{at} {}\n  fix: correct that line (see the README's Configuration)",
+                e.message().trim_end()
+            ))
+        })
     }
 
     /// Load the file at `path`; when `path` is `None`, `./mongokeep.toml` if it exists, else
@@ -192,6 +204,17 @@ mod tests {
         assert!(msg.contains("mongokeep.toml"), "{msg}");
         let e = FileConfig::parse("[bakup]\n", "f").unwrap_err();
         assert!(e.to_string().contains("bakup"), "{e}");
+    }
+
+    #[test]
+    fn a_syntax_error_gives_the_line_not_the_line_s_text() {
+        let text = "[source]\nuri = \"mongodb://bk:TomlS3cretPw@127.0.0.1:28777/\" x\n";
+        let msg = FileConfig::parse(text, "t.toml").unwrap_err().to_string();
+        assert!(!msg.contains("TomlS3cretPw"), "{msg}");
+        assert!(
+            msg.contains("t.toml: line 2, column ") && msg.contains("fix:"),
+            "{msg}"
+        );
     }
 
     #[test]

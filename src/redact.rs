@@ -62,20 +62,15 @@ pub fn redact_uri(uri: &str) -> String {
         Some((s, r)) => (s, r),
         None => return "<invalid URI>".to_string(),
     };
-    // userinfo ends at the last '@' before the first '/' (passwords may hold '@' only
-    // percent-encoded, but be forgiving).
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    let authority = match authority.rfind('@') {
-        Some(at) => {
-            let userinfo = &authority[..at];
-            let hosts = &authority[at + 1..];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{user}:***@{hosts}"),
-                None => format!("{userinfo}@{hosts}"),
-            }
-        }
-        None => authority.to_string(),
+    let (userinfo, after) = split_userinfo(rest);
+    let authority_end = after.find('/').unwrap_or(after.len());
+    let (hosts, path) = after.split_at(authority_end);
+    let authority = match userinfo {
+        Some(userinfo) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{hosts}"),
+            None => format!("{userinfo}@{hosts}"),
+        },
+        None => hosts.to_string(),
     };
     let path = match path.split_once('?') {
         Some((p, q)) => {
@@ -101,12 +96,22 @@ pub fn redact_uri(uri: &str) -> String {
     format!("{scheme}://{authority}{path}")
 }
 
+/// The userinfo of what follows `scheme://`, and the rest after its `@`. It ends at the
+/// last `@` before the query: a password must percent-encode `@`, `/`, `:` and `?`, but
+/// generated ones often hold a raw `/` (base64) or `@`, and whatever the driver makes of
+/// such a URI, its password must not be printed.
+fn split_userinfo(rest: &str) -> (Option<&str>, &str) {
+    let before_query = &rest[..rest.find('?').unwrap_or(rest.len())];
+    match before_query.rfind('@') {
+        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+        None => (None, rest),
+    }
+}
+
 /// The password of a MongoDB URI, percent-decoded, if it has one.
 pub fn uri_password(uri: &str) -> Option<String> {
     let rest = uri.split_once("://")?.1;
-    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
-    let userinfo = &authority[..authority.rfind('@')?];
-    let (_, pw) = userinfo.split_once(':')?;
+    let (_, pw) = split_userinfo(rest).0?.split_once(':')?;
     Some(percent_decode(pw))
 }
 
@@ -146,6 +151,29 @@ mod tests {
             redact_uri("mongodb://127.0.0.1:27017/"),
             "mongodb://127.0.0.1:27017/"
         );
+    }
+
+    #[test]
+    fn a_password_with_a_raw_slash_at_or_question_mark_is_still_hidden() {
+        for (uri, pw) in [
+            (
+                "mongodb://bk:Ab/cdSecretXYZ@127.0.0.1:28777/",
+                "Ab/cdSecretXYZ",
+            ),
+            ("mongodb://bk:a/b@c@h1,h2/db?replicaSet=rs0", "a/b@c"),
+            ("mongodb://bk:p/w@h/db?appName=x@y", "p/w"),
+        ] {
+            let r = redact_uri(uri);
+            assert!(!r.contains(pw), "{r}");
+            assert!(r.starts_with("mongodb://bk:***@"), "{r}");
+            assert_eq!(uri_password(uri).as_deref(), Some(pw), "{uri}");
+        }
+        // An '@' only in the query is not userinfo.
+        assert_eq!(
+            redact_uri("mongodb://h/db?appName=x@y"),
+            "mongodb://h/db?appName=x@y"
+        );
+        assert_eq!(uri_password("mongodb://h/db?appName=x@y"), None);
     }
 
     #[test]
