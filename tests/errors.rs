@@ -257,6 +257,78 @@ async fn a_snapshot_that_does_not_exist_lists_the_nearest() {
         .unwrap();
 }
 
+/// A `--db` or `--ns-include` of backup, or an `--ns-include` or `--ns-from` of restore,
+/// that matches nothing is a typo: refused, with nothing stored or written. Before, the
+/// backup stored an empty snapshot that `status` passed, and the restore ignored the
+/// rename, so `--drop` replaced the live collection of the original name.
+#[tokio::test]
+async fn a_selection_or_rename_that_matches_nothing_is_refused() {
+    let s = common::services();
+    let db = small_db(&s.standalone_uri).await;
+    let cwd = tempfile::tempdir().unwrap();
+    let mk = |args: &[&str]| {
+        common::mongokeep(cwd.path())
+            .env("MONGODB_URI", &s.standalone_uri)
+            .env("MONGOKEEP_TARGET_URI", &s.standalone_uri)
+            .args(["--repo", "./r"])
+            .args(args)
+            .run()
+    };
+    let typo = format!("{db}x");
+    for args in [
+        vec!["backup", "--db", &typo],
+        vec!["backup", "--ns-include", "nosuchdb_*.c"],
+    ] {
+        let out = mk(&args);
+        out.expect_code(USAGE);
+        assert!(
+            out.stderr.contains("matches nothing on the source")
+                && out.stderr.contains(&db)
+                && out.stderr.contains("fix:"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+    no_snapshot_in(&cwd.path().join("r"));
+
+    mk(&["backup", "--db", &db]).expect_code(0);
+    let ns = format!("{db}.c");
+    let client = common::client(&s.standalone_uri).await;
+    let live = client.database(&db).collection::<Document>("c");
+    live.insert_one(doc! { "live": true }).await.unwrap();
+    let from = format!("{typo}.*");
+    let include = format!("{db}.cc");
+    for (args, says) in [
+        (
+            vec![
+                "--ns-from",
+                from.as_str(),
+                "--ns-to",
+                "elsewhere.*",
+                "--drop",
+            ],
+            format!("--ns-from \"{from}\" matches no namespace the restore selects"),
+        ),
+        (
+            vec!["--ns-include", include.as_str(), "--drop"],
+            format!("--ns-include \"{include}\" matches no namespace of the snapshot"),
+        ),
+    ] {
+        let out = mk(&[&["restore", "--snapshot", "latest"][..], &args].concat());
+        out.expect_code(USAGE);
+        assert!(
+            out.stderr.contains(&says)
+                && out.stderr.contains(&ns)
+                && out.stderr.contains("nothing was written"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+    // The live collection kept its documents, the one written after the backup included.
+    assert_eq!(live.count_documents(doc! {}).await.unwrap(), 4);
+    client.database(&db).drop().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_second_writer_gets_the_lock_held_code_and_a_stale_lock_is_ignored() {
     let s = common::services();

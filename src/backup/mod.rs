@@ -6,7 +6,7 @@ mod collection;
 mod select;
 
 pub use collection::{ext_json, metadata_json, PipelineSettings};
-pub use select::Selection;
+pub use select::{some_of, Selection};
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -115,15 +115,33 @@ impl BackupSummary {
 /// The source failed while listing.
 pub async fn plan(source: &Source, selection: &Selection) -> Result<Vec<CollectionSpec>> {
     let mut out = Vec::new();
-    for db in source.list_databases().await? {
-        if !selection.wants_db(&db) {
+    let databases = source.list_databases().await?;
+    let mut seen = Vec::new();
+    for db in &databases {
+        if !selection.wants_db(db) {
             continue;
         }
-        for spec in source.list_collections(&db).await? {
+        for spec in source.list_collections(db).await? {
+            seen.push(format!("{}.{}", spec.db, spec.name));
             if selection.wants_collection(&spec) {
                 out.push(spec);
             }
         }
+    }
+    // A typo in the selection must fail the run, not store an empty snapshot that every
+    // check would count as a good backup.
+    let unmatched = selection.unmatched(&databases, &seen);
+    if !unmatched.is_empty() {
+        let user: Vec<String> = databases
+            .iter()
+            .filter(|d| !select::SYSTEM_DBS.contains(&d.as_str()))
+            .cloned()
+            .collect();
+        return Err(Error::Config(format!(
+            "{} matches nothing on the source (its databases: {}); nothing was backed up\n  fix: correct the name or glob (flags, or the configuration file's [backup] section)",
+            unmatched.join(" and "),
+            some_of(&user)
+        )));
     }
     Ok(out)
 }

@@ -7,7 +7,7 @@ use globset::{GlobSet, GlobSetBuilder};
 use crate::source::CollectionSpec;
 use crate::{Error, Result};
 
-const SYSTEM_DBS: [&str; 3] = ["admin", "local", "config"];
+pub(crate) const SYSTEM_DBS: [&str; 3] = ["admin", "local", "config"];
 
 /// The namespaces to back up.
 #[derive(Debug, Clone, Default)]
@@ -90,6 +90,34 @@ impl Selection {
         self.wants_ns(&ns)
     }
 
+    /// The `--db` names not among `databases`, and the `--ns-include` globs that match none
+    /// of `namespaces`, as the flags they came from: a typo there must not pass as a
+    /// selection of nothing.
+    pub fn unmatched(&self, databases: &[String], namespaces: &[String]) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .databases
+            .iter()
+            .filter(|d| !databases.contains(d))
+            .map(|d| format!("--db {d:?}"))
+            .collect();
+        if let Some(inc) = &self.include {
+            let mut hit = vec![false; self.ns_include.len()];
+            for ns in namespaces {
+                for i in inc.matches(ns) {
+                    hit[i] = true;
+                }
+            }
+            out.extend(
+                self.ns_include
+                    .iter()
+                    .zip(hit)
+                    .filter(|(_, h)| !h)
+                    .map(|(g, _)| format!("--ns-include {g:?}")),
+            );
+        }
+        out
+    }
+
     /// Whether namespace `db.collection` passes the include and exclude globs (restore
     /// selects from a snapshot with this alone).
     pub fn wants_ns(&self, ns: &str) -> bool {
@@ -107,9 +135,43 @@ impl Selection {
     }
 }
 
+/// `names`, at most ten of them, for a message.
+pub fn some_of(names: &[String]) -> String {
+    match names.len() {
+        0 => "none".into(),
+        n if n <= 10 => names.join(", "),
+        n => format!("{}, and {} more", names[..10].join(", "), n - 10),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_and_globs_that_match_nothing_are_named() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let sel = Selection::new(
+            s(&["shop", "shpo"]),
+            s(&["shop.orders", "shop.ordres*"]),
+            vec![],
+            false,
+        )
+        .unwrap();
+        let dbs = s(&["admin", "shop"]);
+        let nss = s(&["shop.orders", "shop.users"]);
+        assert_eq!(
+            sel.unmatched(&dbs, &nss),
+            ["--db \"shpo\"", "--ns-include \"shop.ordres*\""]
+        );
+        let all = Selection::new(vec![], s(&["shop.*"]), vec![], false).unwrap();
+        assert!(all.unmatched(&dbs, &nss).is_empty());
+        assert_eq!(some_of(&s(&["a", "b"])), "a, b");
+        assert_eq!(
+            some_of(&(0..12).map(|i| i.to_string()).collect::<Vec<_>>()),
+            "0, 1, 2, 3, 4, 5, 6, 7, 8, 9, and 2 more"
+        );
+    }
 
     fn spec(db: &str, name: &str) -> CollectionSpec {
         CollectionSpec {

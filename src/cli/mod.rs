@@ -517,6 +517,7 @@ async fn cmd_restore(ctx: &Context, a: RestoreArgs, quiet: bool) -> Result<()> {
         )
         .await;
     }
+    restore::check_patterns(&manifest, &opts, &[])?;
     let plan = restore::plan(&manifest, &target, &opts).await?;
     if a.dry_run {
         if a.json {

@@ -323,6 +323,14 @@ pub async fn plan(
             .map(|i| listing.slices[i].clone())
             .collect();
     }
+    // Namespaces the replay creates count as the snapshot's for the patterns.
+    let replayed: Vec<String> = oplog
+        .namespaces
+        .iter()
+        .chain(slices.iter().flat_map(|s| &s.oplog.namespaces))
+        .cloned()
+        .collect();
+    restore::check_patterns(manifest, opts, &replayed)?;
     let restore_plan = restore::plan(manifest, target, opts).await?;
     let selection = snapshot_selection(manifest)?;
     let oplog_targets = oplog_targets(manifest, &oplog, &slices, target, opts, &selection).await?;

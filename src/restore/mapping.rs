@@ -9,6 +9,7 @@ use crate::{Error, Result};
 /// One `from` → `to` pair.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rename {
+    pattern: String,
     from: Vec<String>,
     to: Vec<String>,
 }
@@ -49,9 +50,22 @@ impl NsMap {
                     "--ns-to {t:?} must name DATABASE.COLLECTION"
                 )));
             }
-            pairs.push(Rename { from: fp, to: tp });
+            pairs.push(Rename {
+                pattern: f.clone(),
+                from: fp,
+                to: tp,
+            });
         }
         Ok(Self { pairs })
+    }
+
+    /// The `--ns-from` patterns that match none of `namespaces`.
+    pub fn unmatched(&self, namespaces: &[String]) -> Vec<String> {
+        self.pairs
+            .iter()
+            .filter(|p| !namespaces.iter().any(|ns| captures(&p.from, ns).is_some()))
+            .map(|p| format!("--ns-from {:?}", p.pattern))
+            .collect()
     }
 
     /// True when no pair was given.

@@ -287,6 +287,54 @@ fn is_users_or_roles(e: &CollectionEntry) -> bool {
     e.db == "admin" && (e.name == "system.users" || e.name == "system.roles")
 }
 
+/// Refuse an `--ns-include` glob or `--ns-from` pattern that matches nothing: a typo there,
+/// ignored, would restore more than meant or, with `--drop`, replace the live collections
+/// of the original names. `also` are namespaces only the oplog a point-in-time restore
+/// replays holds.
+///
+/// # Errors
+/// Each pattern that matches nothing, named, as a usage error.
+pub fn check_patterns(manifest: &Manifest, opts: &RestoreOptions, also: &[String]) -> Result<()> {
+    let mut all: Vec<String> = manifest
+        .collections
+        .iter()
+        .map(|e| format!("{}.{}", e.db, e.name))
+        .collect();
+    all.extend(
+        also.iter()
+            .filter(|ns| !all.contains(ns))
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    let selected: Vec<String> = all
+        .iter()
+        .filter(|ns| opts.selection.wants_ns(ns))
+        .cloned()
+        .collect();
+    let mut unmatched: Vec<String> = opts
+        .selection
+        .unmatched(&[], &all)
+        .into_iter()
+        .map(|g| format!("{g} matches no namespace of the snapshot"))
+        .collect();
+    unmatched.extend(
+        opts.map
+            .unmatched(&selected)
+            .into_iter()
+            .map(|p| format!("{p} matches no namespace the restore selects")),
+    );
+    if unmatched.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+            "{} (snapshot {} holds {}); nothing was written\n  fix: correct the glob or pattern (`mongokeep show {}` lists the snapshot's collections)",
+            unmatched.join("; "),
+            manifest.snapshot,
+            crate::backup::some_of(&all),
+            manifest.snapshot
+        )))
+}
+
 /// Decide what the restore will do, reading what already exists on the target. Writes
 /// nothing.
 ///
