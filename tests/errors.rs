@@ -245,10 +245,31 @@ async fn a_snapshot_that_does_not_exist_lists_the_nearest() {
         "{}",
         out.stderr
     );
+    // An empty repository has no latest snapshot; a folder that does not exist is a
+    // mistyped --repo, not an empty repository.
+    std::fs::create_dir(cwd.path().join("empty")).unwrap();
     let empty = common::mongokeep(cwd.path())
         .args(["show", "latest", "--repo", "./empty"])
         .run();
     empty.expect_code(USAGE);
+    for args in [
+        &["show", "latest"][..],
+        &["snapshots"],
+        &["status"],
+        &["journal"],
+    ] {
+        let typo = common::mongokeep(cwd.path())
+            .args(args)
+            .args(["--repo", "./rr"])
+            .run();
+        typo.expect_code(REPOSITORY);
+        assert!(
+            typo.stderr.contains("folder ./rr does not exist") && typo.stderr.contains("fix:"),
+            "{args:?}: {}",
+            typo.stderr
+        );
+    }
+    assert!(!cwd.path().join("rr").exists());
     common::client(&s.standalone_uri)
         .await
         .database(&db)

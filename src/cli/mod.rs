@@ -353,7 +353,22 @@ impl Context {
     ///
     /// # Errors
     /// A malformed URL.
+    /// The repository, which must exist: a local folder that does not is a mistyped
+    /// `--repo`, not an empty repository (S3 answers for a missing bucket itself).
     pub async fn repository(&self) -> Result<Repository> {
+        let repo = self.repository_to_write().await?;
+        if let Some(root) = storage::local_root(&self.repo_url) {
+            if !root.exists() {
+                return Err(repo.err(storage::StorageError::NoRepository {
+                    path: root.display().to_string(),
+                }));
+            }
+        }
+        Ok(repo)
+    }
+
+    /// The repository, a local folder made by the first write (for `backup`).
+    pub async fn repository_to_write(&self) -> Result<Repository> {
         Ok(Repository::new(
             storage::open(&self.repo_url, &self.s3).await?,
         ))
@@ -410,7 +425,7 @@ async fn cmd_backup(ctx: &Context, a: BackupArgs) -> Result<()> {
     let mut tags = f.tags.clone();
     tags.extend(a.tags.iter().cloned());
     let uri = a.source.uri(&ctx.file)?;
-    let repo = ctx.repository().await?;
+    let repo = ctx.repository_to_write().await?;
     let source = Source::connect(&uri).await?;
     let opts = BackupOptions {
         selection,

@@ -37,6 +37,9 @@ pub enum StorageError {
     /// The bucket (or the local root folder) does not exist.
     #[error("bucket {bucket} does not exist\n  fix: create it, or correct the repository URL")]
     NoSuchBucket { bucket: String },
+    /// A local repository folder that does not exist.
+    #[error("folder {path} does not exist\n  fix: correct --repo (or MONGOKEEP_REPO); `mongokeep backup` makes a new repository")]
+    NoRepository { path: String },
     /// Any other failure on one key.
     #[error("{op} {key} failed: {detail}")]
     Other {
@@ -168,7 +171,7 @@ pub struct S3Settings {
     pub static_credentials: Option<(String, String)>,
 }
 
-/// Open a repository URL: `s3://bucket/prefix`, `file:///abs/path`, `memory://`, or a path.
+/// Open a repository URL: `s3://bucket/prefix`, `file:///abs/path`, or a path.
 ///
 /// # Errors
 /// A malformed URL is a configuration error; S3 setup itself does not contact the server.
@@ -183,19 +186,41 @@ pub async fn open(url: &str, s3: &S3Settings) -> crate::Result<Arc<dyn Storage>>
         let store = s3::S3Store::new(bucket, prefix.trim_matches('/'), s3).await;
         return Ok(Arc::new(store));
     }
-    if url == "memory://" {
-        return Ok(Arc::new(memory::MemoryStore::new()));
-    }
     let path = if let Some(p) = url.strip_prefix("file://") {
         p.to_string()
-    } else if url.contains("://") {
+    } else if url.contains("://") || looks_like_a_url(url) {
+        // `s3:bucket/x` or `s3:/bucket` would otherwise be a folder of that name here,
+        // and a backup meant for S3 would land on the local disk without a word.
         return Err(crate::Error::Config(format!(
-            "repository {url:?}: unknown scheme; use s3://bucket/prefix, file:///path or a path"
+            "repository {url:?}: unknown scheme or a malformed URL\n  fix: write s3://BUCKET/PREFIX, file:///ABSOLUTE/PATH or a path (./{url} for a folder of that name)"
         )));
     } else {
         url.to_string()
     };
     Ok(Arc::new(local::LocalStore::new(path)))
+}
+
+/// The folder of a local repository URL (a path or `file://`); `None` for S3.
+pub fn local_root(url: &str) -> Option<std::path::PathBuf> {
+    if url.starts_with("s3://") {
+        return None;
+    }
+    Some(url.strip_prefix("file://").unwrap_or(url).into())
+}
+
+/// `scheme:` at the start of `url` (letters, digits, `+`, `-`, `.`, starting with a letter):
+/// a URL whose `//` is missing, not a path.
+fn looks_like_a_url(url: &str) -> bool {
+    match url.split_once(':') {
+        Some((scheme, _)) => {
+            scheme.len() > 1
+                && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        }
+        None => false,
+    }
 }
 
 /// Escape a MongoDB name for use as one segment of a key or archive path: everything but
@@ -235,6 +260,23 @@ pub fn unescape_segment(seg: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_url_missing_its_slashes_is_refused_not_taken_for_a_folder() {
+        let s3 = S3Settings::default();
+        for url in ["s3:my-bucket/prod", "s3:/bucket", "memory://", "gs://b/p"] {
+            let Err(e) = open(url, &s3).await else {
+                panic!("{url} was opened")
+            };
+            assert!(
+                matches!(&e, crate::Error::Config(m) if m.contains("fix: write s3://")),
+                "{e}"
+            );
+        }
+        for path in ["./s3:folder", "backups", "/tmp/x", "file:///tmp/x"] {
+            assert!(open(path, &s3).await.is_ok(), "{path}");
+        }
+    }
 
     #[test]
     fn escaping_round_trips_and_is_key_safe() {
