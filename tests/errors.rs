@@ -350,6 +350,59 @@ async fn a_selection_or_rename_that_matches_nothing_is_refused() {
     client.database(&db).drop().await.unwrap();
 }
 
+/// The README: flags win over the environment. A `--source-file` or `--target-file` given
+/// on the command line beats MONGODB_URI or MONGOKEEP_TARGET_URI (before, the variable won
+/// and the flag was ignored).
+#[tokio::test]
+async fn uri_flags_win_over_the_environment() {
+    let s = common::services();
+    let db = small_db(&s.standalone_uri).await;
+    let cwd = tempfile::tempdir().unwrap();
+    let dead = format!(
+        "mongodb://127.0.0.1:{}/?serverSelectionTimeoutMS=1000",
+        common::free_port()
+    );
+    std::fs::write(cwd.path().join("good"), format!("{}\n", s.standalone_uri)).unwrap();
+    let run = |args: &[&str]| {
+        common::mongokeep(cwd.path())
+            .env("MONGODB_URI", &dead)
+            .env("MONGOKEEP_TARGET_URI", &dead)
+            .args(["--repo", "./r"])
+            .args(args)
+            .run()
+    };
+    run(&["backup", "--db", &db, "--source-file", "good"]).expect_code(0);
+    let to = format!("{db}_copy.*");
+    let from = format!("{db}.*");
+    let out = run(&[
+        "restore",
+        "--snapshot",
+        "latest",
+        "--target-file",
+        "good",
+        "--ns-from",
+        &from,
+        "--ns-to",
+        &to,
+    ]);
+    out.expect_code(0);
+    // Without the flags, the variables are used.
+    run(&["backup", "--db", &db]).expect_code(SOURCE);
+    let client = common::client(&s.standalone_uri).await;
+    assert_eq!(
+        client
+            .database(&format!("{db}_copy"))
+            .collection::<Document>("c")
+            .count_documents(doc! {})
+            .await
+            .unwrap(),
+        3
+    );
+    for d in [db.clone(), format!("{db}_copy")] {
+        client.database(&d).drop().await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn a_second_writer_gets_the_lock_held_code_and_a_stale_lock_is_ignored() {
     let s = common::services();

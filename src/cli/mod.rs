@@ -109,25 +109,31 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct SourceArgs {
     /// MongoDB URI. Prefer MONGODB_URI or --source-file: a URI with a password on the
-    /// command line is visible in the process list.
-    #[arg(long, env = "MONGODB_URI", hide_env_values = true)]
+    /// command line is visible in the process list. Flags first, then MONGODB_URI, then
+    /// MONGOKEEP_SOURCE_FILE, then the configuration file
+    #[arg(long)]
     pub source: Option<String>,
     /// File whose first line is the MongoDB URI
-    #[arg(long, env = "MONGOKEEP_SOURCE_FILE")]
+    #[arg(long)]
     pub source_file: Option<PathBuf>,
 }
 
 impl SourceArgs {
-    /// The URI: flag or MONGODB_URI, then --source-file or MONGOKEEP_SOURCE_FILE, then the
-    /// file's `[source] uri_file`, then its `[source] uri`.
+    /// The URI: `--source`, then `--source-file`, then MONGODB_URI, then
+    /// MONGOKEEP_SOURCE_FILE, then the file's `[source] uri_file`, then its `[source] uri`.
     ///
     /// # Errors
     /// None of them is set, or the URI file cannot be read.
     pub fn uri(&self, file: &FileConfig) -> Result<String> {
-        if let Some(u) = &self.source {
-            return Ok(u.clone());
+        if let Some(u) = uri_from(
+            &self.source,
+            &self.source_file,
+            "MONGODB_URI",
+            "MONGOKEEP_SOURCE_FILE",
+        )? {
+            return Ok(u);
         }
-        if let Some(p) = self.source_file.as_ref().or(file.source.uri_file.as_ref()) {
+        if let Some(p) = &file.source.uri_file {
             return read_uri_file(p);
         }
         file.source.uri.clone().ok_or_else(|| {
@@ -135,6 +141,32 @@ impl SourceArgs {
                 "no MongoDB source: set MONGODB_URI, or --source-file FILE, or [source] uri_file in mongokeep.toml".into(),
             )
         })
+    }
+}
+
+/// A MongoDB URI from, in order: its flag, its file flag, the environment variable `env`,
+/// the file the variable `env_file` names. Flags win over the environment.
+///
+/// # Errors
+/// A URI file that cannot be read or holds no URI.
+pub(crate) fn uri_from(
+    flag: &Option<String>,
+    flag_file: &Option<PathBuf>,
+    env: &str,
+    env_file: &str,
+) -> Result<Option<String>> {
+    if let Some(u) = flag {
+        return Ok(Some(u.clone()));
+    }
+    if let Some(p) = flag_file {
+        return read_uri_file(p).map(Some);
+    }
+    if let Some(u) = std::env::var(env).ok().filter(|u| !u.is_empty()) {
+        return Ok(Some(u));
+    }
+    match std::env::var_os(env_file).filter(|p| !p.is_empty()) {
+        Some(p) => read_uri_file(std::path::Path::new(&p)).map(Some),
+        None => Ok(None),
     }
 }
 
@@ -233,11 +265,12 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub snapshot: String,
     /// MongoDB URI to restore into. Prefer MONGOKEEP_TARGET_URI or --target-file: a URI with
-    /// a password on the command line is visible in the process list.
-    #[arg(long, env = "MONGOKEEP_TARGET_URI", hide_env_values = true)]
+    /// a password on the command line is visible in the process list. Flags first, then
+    /// MONGOKEEP_TARGET_URI, then MONGOKEEP_TARGET_FILE
+    #[arg(long)]
     pub target: Option<String>,
     /// File whose first line is the target MongoDB URI
-    #[arg(long, env = "MONGOKEEP_TARGET_FILE")]
+    #[arg(long)]
     pub target_file: Option<PathBuf>,
     /// Only namespaces of the snapshot matching this glob over db.collection (repeatable)
     #[arg(long)]
@@ -491,11 +524,13 @@ async fn cmd_show(ctx: &Context, a: ShowArgs) -> Result<()> {
 }
 
 fn target_uri(a: &RestoreArgs) -> Result<String> {
-    if let Some(u) = &a.target {
-        return Ok(u.clone());
-    }
-    if let Some(p) = &a.target_file {
-        return read_uri_file(p);
+    if let Some(u) = uri_from(
+        &a.target,
+        &a.target_file,
+        "MONGOKEEP_TARGET_URI",
+        "MONGOKEEP_TARGET_FILE",
+    )? {
+        return Ok(u);
     }
     Err(Error::Config(
         "no restore target: give --target URI, or set MONGOKEEP_TARGET_URI, or --target-file FILE"

@@ -7,7 +7,6 @@ use chrono::Utc;
 use clap::Args;
 
 use super::{output, Context};
-use crate::config::read_uri_file;
 use crate::journal::{self, JournalEntry};
 use crate::repository::Repository;
 use crate::source::Source;
@@ -26,11 +25,12 @@ pub struct VerifyArgs {
     pub quick: bool,
     /// MongoDB URI to restore into. A database named in the URI is the scratch prefix
     /// (`<prefix>_<db>`); without one a random `mkverify_xxxx` is used. Prefer
-    /// MONGOKEEP_SCRATCH_URI or --scratch-file.
-    #[arg(long, env = "MONGOKEEP_SCRATCH_URI", hide_env_values = true)]
+    /// MONGOKEEP_SCRATCH_URI or --scratch-file. Flags first, then MONGOKEEP_SCRATCH_URI,
+    /// then MONGOKEEP_SCRATCH_FILE
+    #[arg(long)]
     pub scratch: Option<String>,
     /// File whose first line is the scratch MongoDB URI
-    #[arg(long, env = "MONGOKEEP_SCRATCH_FILE")]
+    #[arg(long)]
     pub scratch_file: Option<PathBuf>,
     /// Keep the scratch databases afterwards (to look into a failure)
     #[arg(long)]
@@ -143,11 +143,13 @@ pub(crate) fn update_metrics(ctx: &Context, entry: &JournalEntry, facts: &[Fact]
 }
 
 fn scratch_uri(a: &VerifyArgs) -> Result<String> {
-    if let Some(u) = &a.scratch {
-        return Ok(u.clone());
-    }
-    if let Some(p) = &a.scratch_file {
-        return read_uri_file(p);
+    if let Some(u) = super::uri_from(
+        &a.scratch,
+        &a.scratch_file,
+        "MONGOKEEP_SCRATCH_URI",
+        "MONGOKEEP_SCRATCH_FILE",
+    )? {
+        return Ok(u);
     }
     Err(Error::Config(
         "a full verification restores into a scratch server: give --scratch URI (or MONGOKEEP_SCRATCH_URI, --scratch-file), or use --quick".into(),
