@@ -21,7 +21,8 @@ use crate::{Error, Result};
 /// One threshold check.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
-    /// `snapshot_age`, `verification_age` or `oplog_age`.
+    /// `snapshot_age`, `verification_age`, `oplog_age`, or `manifests` (present only when a
+    /// snapshot's manifest is damaged).
     pub name: String,
     /// Whether it is within its threshold.
     pub ok: bool,
@@ -144,6 +145,23 @@ pub async fn status(repo: &Repository, limits: Limits, now: DateTime<Utc>) -> Re
             now,
         ),
     ];
+    let damaged: Vec<&str> = snaps
+        .iter()
+        .filter(|s| s.damaged.is_some())
+        .map(|s| s.id.as_str())
+        .collect();
+    if !damaged.is_empty() {
+        checks.push(Check {
+            name: "manifests".into(),
+            ok: false,
+            age_seconds: None,
+            max_age_seconds: 0,
+            message: format!(
+                "the manifest of snapshot {} cannot be read, so it cannot be restored (`mongokeep show ID` says why). Fix: put the manifest back from a copy of the repository, or move the snapshot's folder out of it",
+                damaged.join(", ")
+            ),
+        });
+    }
     let mut oplog_reaches = None;
     if let Some(max) = limits.oplog {
         let slices = pushed_slices(repo).await?;
@@ -508,6 +526,44 @@ mod tests {
         for id in ids {
             assert_eq!(store.reads(&Repository::manifest_key(id)), 1, "{id}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_damaged_manifest_is_listed_fails_status_and_leaves_the_others_usable() {
+        use crate::storage::{memory::MemoryStore, Storage};
+        let store = std::sync::Arc::new(MemoryStore::new());
+        let repo = Repository::new(store.clone());
+        let (good, bad) = ("20261101T000000Z-0001", "20261101T010000Z-0002");
+        store
+            .put(&Repository::manifest_key(good), manifest(good, None))
+            .await
+            .unwrap();
+        store
+            .put(
+                &Repository::manifest_key(bad),
+                bytes::Bytes::from_static(b"{\"format\":"),
+            )
+            .await
+            .unwrap();
+        let snaps = repo.list_snapshots().await.unwrap();
+        let damaged = snaps.iter().find(|s| s.id == bad).unwrap();
+        assert!(
+            !damaged.complete && damaged.damaged.is_some(),
+            "{damaged:?}"
+        );
+        // `latest` is the newest readable one; the damaged one, named, says what to do.
+        assert_eq!(repo.resolve("latest").await.unwrap().snapshot, good);
+        let e = repo.resolve(bad).await.unwrap_err().to_string();
+        assert!(e.contains(bad) && e.contains("fix:"), "{e}");
+        let limits = Limits {
+            snapshot: Duration::days(1),
+            verification: Duration::days(1),
+            oplog: None,
+        };
+        let st = status(&repo, limits, time(60)).await.unwrap();
+        assert_eq!(st.snapshot.as_deref(), Some(good));
+        let c = st.checks.iter().find(|c| c.name == "manifests").unwrap();
+        assert!(!c.ok && c.message.contains(bad), "{c:?}");
     }
 
     /// Hourly slices from 1000 to 19_000, then one to 19_900.

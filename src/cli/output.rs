@@ -106,6 +106,8 @@ pub fn snapshots_table(snaps: &[SnapshotSummary], repo: &str) -> String {
                 human_bytes(s.size_bytes),
                 if s.complete {
                     "complete".into()
+                } else if s.damaged.is_some() {
+                    "DAMAGED".into()
                 } else {
                     "INCOMPLETE".into()
                 },

@@ -55,6 +55,10 @@ pub struct SnapshotSummary {
     pub source: Option<String>,
     /// Tags.
     pub tags: Vec<String>,
+    /// Why the manifest cannot be read, when it exists but is damaged: the snapshot is
+    /// listed (not complete) and every other one stays usable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub damaged: Option<String>,
 }
 
 /// A repository over a store.
@@ -155,7 +159,7 @@ impl Repository {
     /// a store failure, or an unreadable manifest.
     pub async fn read_manifest(&self, id: &str) -> Result<Manifest> {
         match self.store.get(&Self::manifest_key(id)).await {
-            Ok(b) => Manifest::from_json(&b, &format!("manifest of snapshot {id}")),
+            Ok(b) => parse_manifest(id, &b),
             Err(StorageError::NotFound { .. }) => {
                 let ids = self.snapshot_ids().await?;
                 if ids.iter().any(|x| x == id) {
@@ -249,8 +253,7 @@ impl Repository {
     /// The store failed or the manifest is unreadable.
     pub async fn manifest_opt(&self, id: &str) -> Result<Option<(Manifest, u64)>> {
         match self.store.get(&Self::manifest_key(id)).await {
-            Ok(b) => Manifest::from_json(&b, &format!("manifest of snapshot {id}"))
-                .map(|m| Some((m, b.len() as u64))),
+            Ok(b) => parse_manifest(id, &b).map(|m| Some((m, b.len() as u64))),
             Err(StorageError::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.err(e)),
         }
@@ -261,7 +264,28 @@ impl Repository {
         id: String,
         f: &impl Fn(&Manifest) -> T,
     ) -> Result<(SnapshotSummary, Option<T>)> {
-        match self.manifest_opt(&id).await? {
+        let manifest = match self.manifest_opt(&id).await {
+            Err(e @ Error::Format { .. }) => {
+                tracing::warn!(snapshot = %id, error = %e, "skipping a snapshot whose manifest is damaged");
+                return Ok((
+                    SnapshotSummary {
+                        started_at: id_time(&id).unwrap_or_default(),
+                        id,
+                        finished_at: None,
+                        complete: false,
+                        size_bytes: 0,
+                        documents: 0,
+                        collections: 0,
+                        source: None,
+                        tags: vec![],
+                        damaged: Some(e.to_string()),
+                    },
+                    None,
+                ));
+            }
+            other => other?,
+        };
+        match manifest {
             Some((m, len)) => {
                 let extra = f(&m);
                 Ok((
@@ -275,6 +299,7 @@ impl Repository {
                         collections: m.totals.collections,
                         source: Some(m.source.uri),
                         tags: m.tags,
+                        damaged: None,
                     },
                     Some(extra),
                 ))
@@ -296,12 +321,27 @@ impl Repository {
                         collections: 0,
                         source: None,
                         tags: vec![],
+                        damaged: None,
                     },
                     None,
                 ))
             }
         }
     }
+}
+
+/// A snapshot's manifest from its bytes; a damaged one is a format error that says what
+/// to do.
+pub fn parse_manifest(id: &str, bytes: &[u8]) -> Result<Manifest> {
+    Manifest::from_json(bytes, &format!("manifest of snapshot {id}")).map_err(|e| match e {
+        Error::Format { what, detail } => Error::Format {
+            what,
+            detail: format!(
+                "{detail}\n  fix: the snapshot cannot be restored without it; put back snapshots/{id}/manifest.json from a copy of the repository, or move snapshots/{id}/ out of the repository (the other snapshots are not affected)"
+            ),
+        },
+        other => other,
+    })
 }
 
 /// Up to three ids closest in time to `id` (by its time prefix, or by name when it has none).

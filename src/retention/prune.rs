@@ -13,7 +13,6 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::plan::{GarbageKind, IncompleteSnapshot, Inventory, Plan, SnapshotInfo};
-use crate::manifest::Manifest;
 use crate::repository::{id_time, Repository};
 use crate::storage::{ObjectMeta, StorageError, StorageExt};
 use crate::Result;
@@ -97,7 +96,9 @@ enum Entry {
 async fn read_entry(repo: &Repository, id: String) -> Result<Entry> {
     match repo.store().get(&Repository::manifest_key(&id)).await {
         Ok(body) => {
-            let m = Manifest::from_json(&body, &format!("manifest of snapshot {id}"))?;
+            // A damaged manifest stops the prune, with the fix: it never guesses about a
+            // snapshot it cannot read.
+            let m = crate::repository::parse_manifest(&id, &body)?;
             Ok(Entry::Complete(SnapshotInfo {
                 time: m.started_at,
                 tags: m.tags,
