@@ -216,8 +216,8 @@ impl Source {
         let target = redact_uri(uri);
         let mut opts = ClientOptions::parse(uri).await.map_err(|e| {
             Error::Config(format!(
-                "MongoDB URI {target} is not valid: {}",
-                crate::redact::scrub(&e.to_string())
+                "MongoDB URI {target} is not valid: {}\n  fix: correct the URI (a password must percent-encode @ / : ? # [ ] and %)",
+                crate::redact::scrub(&first_line(&e.to_string()))
             ))
         })?;
         if opts.server_selection_timeout.is_none() {
@@ -821,9 +821,14 @@ pub fn classify(target: &str, context: &str, e: mongodb::error::Error) -> Error 
     }
 }
 
+/// The useful part of a driver error's text: without its `Kind: ` label, the topology a
+/// server-selection error prints whole, and the trailing `labels`, `source` and `server
+/// response` fields.
 fn first_line(s: &str) -> String {
-    // Server-selection errors print the whole topology; the first sentence is the useful part.
-    let s = s.split(", Topology: ").next().unwrap_or(s);
+    let s = s.strip_prefix("Kind: ").unwrap_or(s);
+    let s = [". Topology: ", ", Topology: ", ", labels: "]
+        .iter()
+        .fold(s, |s, cut| s.split(cut).next().unwrap_or(s));
     s.chars().take(400).collect()
 }
 
@@ -831,6 +836,19 @@ fn first_line(s: &str) -> String {
 mod tests {
     use super::{largest_first, ArrayDocuments, RecordRange};
     use mongodb::bson::doc;
+
+    #[test]
+    fn driver_errors_lose_their_topology_and_labels() {
+        let e = "Kind: Server selection timeout: No available servers. Topology: { Type: Unknown, Servers: [ { Address: 127.0.0.1:28799, Type: Unknown, Error: Kind: I/O error: Connection refused (os error 111), labels: {} } ] }, labels: {}, source: None, server response: None";
+        assert_eq!(
+            super::first_line(e),
+            "Server selection timeout: No available servers"
+        );
+        assert_eq!(
+            super::first_line("Kind: An invalid argument was provided: password must be URL encoded, labels: {}, source: None, server response: None"),
+            "An invalid argument was provided: password must be URL encoded"
+        );
+    }
 
     #[test]
     fn work_starts_largest_first_and_unknown_sizes_last_in_listed_order() {

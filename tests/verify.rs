@@ -333,6 +333,29 @@ async fn unreachable_or_occupied_scratch_is_refused_and_an_interrupted_verify_cl
         "{}",
         out.stderr
     );
+    // An unreachable --compare-source (here from its file) fails the run before the
+    // restore, not after a verification that passed; the driver's topology dump stays out.
+    std::fs::write(cwd.path().join("live"), format!("{dead}\n")).unwrap();
+    let out = common::mongokeep(cwd.path())
+        .args([
+            "-v",
+            "verify",
+            "--repo",
+            "./repo",
+            "--scratch",
+            &s.standalone_uri,
+        ])
+        .args(["--compare-source-file", "live"])
+        .run();
+    out.expect_code(SOURCE);
+    assert!(
+        out.stderr
+            .contains("cannot reach MongoDB at mongodb://127.0.0.1:")
+            && !out.stderr.contains("scratch database")
+            && !out.stderr.contains("Topology"),
+        "{}",
+        out.stderr
+    );
 
     // A scratch URI naming a database that exists: refused, and that database untouched.
     let existing = common::unique("occupied");

@@ -37,8 +37,13 @@ pub struct VerifyArgs {
     pub keep: bool,
     /// Also report how the live source differs from the snapshot now (drift, not failure);
     /// with --to-time, compare with what the source held at the restored position instead
+    /// (flags first, then MONGOKEEP_COMPARE_SOURCE_URI, then MONGOKEEP_COMPARE_SOURCE_FILE)
     #[arg(long)]
     pub compare_source: Option<String>,
+    /// File whose first line is the URI of --compare-source (keeps its password out of the
+    /// process list)
+    #[arg(long)]
+    pub compare_source_file: Option<PathBuf>,
     /// Restore to this time (RFC 3339 or SECONDS:INCREMENT) by replaying the stored oplog,
     /// and check the state there (see docs/pitr.md)
     #[arg(long, conflicts_with = "quick")]
@@ -168,7 +173,19 @@ pub(crate) async fn cmd_verify(ctx: &Context, a: VerifyArgs) -> Result<()> {
     let repo = ctx.repository().await?;
     let manifest = repo.resolve(&a.snapshot).await?;
     let started = Utc::now();
+    let compare_uri = super::uri_from(
+        &a.compare_source,
+        &a.compare_source_file,
+        "MONGOKEEP_COMPARE_SOURCE_URI",
+        "MONGOKEEP_COMPARE_SOURCE_FILE",
+    )?;
     let result: Result<VerifyReport> = async {
+        // The live source is reached first: unreachable, it must fail the run before the
+        // restore, not throw away a verification that passed.
+        let compare = match &compare_uri {
+            Some(u) => Some(Source::connect(u).await?),
+            None => None,
+        };
         let mut report = if a.quick {
             verify::quick(&repo, &manifest).await?
         } else {
@@ -184,26 +201,28 @@ pub(crate) async fn cmd_verify(ctx: &Context, a: VerifyArgs) -> Result<()> {
             };
             if let Some(t) = &a.to_time {
                 let to = crate::oplog::optime::ToTime::parse(t, "--to-time")?;
-                let source = match &a.compare_source {
-                    Some(u) => Some(Source::connect(u).await?),
-                    None => None,
-                };
                 return verify::verify_to_time(
                     &repo,
                     &manifest,
                     &scratch,
                     &opts,
                     to,
-                    source.as_ref(),
+                    compare.as_ref(),
                     shutdown_signal(),
                 )
                 .await;
             }
             verify::full(&repo, &manifest, &scratch, &opts, shutdown_signal()).await?
         };
-        if let Some(src) = &a.compare_source {
-            let source = Source::connect(src).await?;
-            report.drift = Some(verify::source_drift(&manifest, &source).await?);
+        if let Some(source) = &compare {
+            // Drift is information, never the result: a source that fails now leaves the
+            // verification as it is, without drift.
+            match verify::source_drift(&manifest, source).await {
+                Ok(d) => report.drift = Some(d),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not compare with the live source (--compare-source); the report has no drift")
+                }
+            }
         }
         Ok(report)
     }
