@@ -155,6 +155,11 @@ pub enum Error {
     /// The run was cancelled because a sibling task failed; never the root cause.
     #[error("cancelled")]
     Cancelled,
+
+    /// A restore failed after it may have begun to write: `cause` says why; the target may
+    /// hold part of the snapshot. The exit code is the cause's.
+    #[error("{cause}\n  note: the restore stopped after it began to write: the target may hold part of the snapshot; once the cause is fixed, run the restore again with --drop to replace it")]
+    PartlyRestored { cause: Box<Error> },
 }
 
 fn nearest_hint(nearest: &[String]) -> String {
@@ -169,6 +174,7 @@ impl Error {
     /// The exit code a process should end with for this error.
     pub fn exit_code(&self) -> ExitCode {
         match self {
+            Error::PartlyRestored { cause } => cause.exit_code(),
             Error::Config(_)
             | Error::SnapshotNotFound { .. }
             | Error::SnapshotIncomplete { .. }
@@ -184,6 +190,18 @@ impl Error {
             Error::LockHeld { .. } => ExitCode::LockHeld,
             Error::StatusStale { .. } => ExitCode::Stale,
             Error::Io { .. } | Error::Cancelled | Error::Interrupted => ExitCode::Internal,
+        }
+    }
+
+    /// `self` from a restore that may have written: wrapped in [`Error::PartlyRestored`],
+    /// unless it wrote nothing for sure (a refused plan, an interruption, which says so
+    /// itself).
+    pub fn after_restore_began(self) -> Self {
+        match self {
+            Error::Config(_) | Error::Interrupted | Error::PartlyRestored { .. } => self,
+            cause => Error::PartlyRestored {
+                cause: Box::new(cause),
+            },
         }
     }
 

@@ -556,6 +556,14 @@ async fn a_truncated_archive_is_a_mismatch() {
         "{}",
         out.stderr
     );
+    // The load had begun: the message says the target may hold part of it, and the fix.
+    assert!(
+        out.stderr
+            .contains("the target may hold part of the snapshot")
+            && out.stderr.contains("again with --drop"),
+        "{}",
+        out.stderr
+    );
     common::client(&s.standalone_uri)
         .await
         .database(&target_db)

@@ -584,7 +584,8 @@ async fn cmd_restore(ctx: &Context, a: RestoreArgs, quiet: bool) -> Result<()> {
         &opts.stop,
         ops::RESTORE_INTERRUPTED,
     )
-    .await;
+    .await
+    .map_err(Error::after_restore_began);
     let mut entry = JournalEntry::new("restore", started, &result);
     entry.snapshot = Some(manifest.snapshot.clone());
     if let Ok(s) = &result {

@@ -181,7 +181,8 @@ pub async fn cmd_restore(
         &opts.stop,
         super::ops::RESTORE_INTERRUPTED,
     )
-    .await?;
+    .await
+    .map_err(crate::Error::after_restore_began)?;
     if json {
         print_json(&summary);
     } else {
