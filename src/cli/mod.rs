@@ -53,9 +53,19 @@ pub struct GlobalArgs {
     /// S3 region [default: from AWS_REGION / the AWS profile, else us-east-1]
     #[arg(long, global = true, env = "MONGOKEEP_S3_REGION")]
     pub s3_region: Option<String>,
-    /// Path-style S3 addressing (most self-hosted stores need it)
-    #[arg(long, global = true, env = "MONGOKEEP_S3_PATH_STYLE", action = ArgAction::SetTrue)]
-    pub s3_path_style: bool,
+    /// Path-style S3 addressing (most self-hosted stores need it); MONGOKEEP_S3_PATH_STYLE=false
+    /// turns off a configuration file's `path_style = true`
+    #[arg(
+        long,
+        global = true,
+        env = "MONGOKEEP_S3_PATH_STYLE",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        value_name = "BOOL"
+    )]
+    pub s3_path_style: Option<bool>,
     /// When to send request checksums: when-supported, or when-required for stores that
     /// reject aws-chunked checksum trailers (R2, older MinIO)
     #[arg(long, global = true, env = "MONGOKEEP_S3_CHECKSUM", value_parser = ["when-supported", "when-required"])]
@@ -360,7 +370,7 @@ impl Context {
         let s3 = S3Settings {
             endpoint: g.s3_endpoint.clone().or_else(|| file.s3.endpoint.clone()),
             region: g.s3_region.clone().or_else(|| file.s3.region.clone()),
-            path_style: g.s3_path_style || file.s3.path_style.unwrap_or(false),
+            path_style: g.s3_path_style.or(file.s3.path_style).unwrap_or(false),
             checksum_when_required,
             max_attempts: file.s3.max_attempts.unwrap_or(5),
             connect_timeout_secs: 5,
@@ -639,4 +649,25 @@ async fn cmd_export(ctx: &Context, a: ExportArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn path_style_can_be_turned_on_and_off_from_the_command_line() {
+        let style = |args: &[&str]| {
+            Cli::try_parse_from(["mongokeep"].iter().chain(args))
+                .unwrap()
+                .global
+                .s3_path_style
+        };
+        assert_eq!(style(&["--s3-path-style", "snapshots"]), Some(true));
+        assert_eq!(style(&["snapshots", "--s3-path-style"]), Some(true));
+        // Off beats a configuration file's `path_style = true` (None would let it through).
+        assert_eq!(style(&["--s3-path-style=false", "snapshots"]), Some(false));
+        assert_eq!(style(&["--s3-path-style=no", "snapshots"]), Some(false));
+    }
 }
