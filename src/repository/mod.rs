@@ -334,6 +334,11 @@ impl Repository {
 /// to do.
 pub fn parse_manifest(id: &str, bytes: &[u8]) -> Result<Manifest> {
     Manifest::from_json(bytes, &format!("manifest of snapshot {id}")).map_err(|e| match e {
+        // Written by a newer mongokeep: not damaged, and not to be moved away.
+        Error::Format { what, detail } if detail.contains("this build reads") => Error::Format {
+            what,
+            detail: format!("{detail}\n  fix: use a mongokeep at least as new as the one that wrote it"),
+        },
         Error::Format { what, detail } => Error::Format {
             what,
             detail: format!(
@@ -409,6 +414,37 @@ mod tests {
             ]
         );
         assert_eq!(nearest(&[], "x"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_damaged_manifest_and_a_newer_one_get_different_fixes() {
+        let damaged = parse_manifest("s1", b"{\"format\":")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            damaged.contains("put back snapshots/s1/manifest.json"),
+            "{damaged}"
+        );
+        let newer = serde_json::json!({
+            "format": "mongokeep-manifest", "format_version": 999, "snapshot": "s2",
+            "started_at": "2026-11-01T00:00:00Z", "finished_at": "2026-11-01T00:00:00Z",
+            "tool": {"name": "mongokeep", "version": "9"},
+            "source": {"uri": "mongodb://x/", "topology": "standalone", "server_version": "6.0", "replica_set": null},
+            "consistency": {"point_in_time": false, "note": "", "start_operation_time": null, "end_operation_time": null},
+            "options": {"compression": "none", "archive_part_bytes": 1, "databases": [], "ns_include": [], "ns_exclude": [], "include_users": false},
+            "tags": [], "digest_algorithm": "x", "collections": [],
+            "totals": {"collections": 0, "views": 0, "documents": 0, "bson_bytes": 0, "stored_bytes": 0}
+        });
+        let newer = parse_manifest("s2", &serde_json::to_vec(&newer).unwrap())
+            .unwrap_err()
+            .to_string();
+        // A version this build does not know is not damaged: never "move it away".
+        assert!(
+            newer.contains("this build reads")
+                && newer.contains("at least as new")
+                && !newer.contains("move"),
+            "{newer}"
+        );
     }
 
     #[tokio::test]
