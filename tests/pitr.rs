@@ -959,6 +959,8 @@ async fn prune_keeps_the_slices_kept_snapshots_need_and_removes_the_rest() {
     let target_db = common::unique("pitr_pruned");
     let out = mk_rs(cwd.path(), &repo)
         .args([
+            "--metrics-file",
+            "m.prom",
             "restore",
             "--snapshot",
             "latest",
@@ -971,6 +973,26 @@ async fn prune_keeps_the_slices_kept_snapshots_need_and_removes_the_rest() {
         .args(["--to-time", &last_slice_end(&repo)])
         .run();
     out.expect_code(0);
+    // A point-in-time restore is journaled and in the metrics file like any restore.
+    let prom = std::fs::read_to_string(cwd.path().join("m.prom")).unwrap();
+    assert!(
+        prom.contains("mongokeep_last_run_success{operation=\"restore\"} 1"),
+        "{prom}"
+    );
+    let journal = mk(cwd.path(), &repo).args(["journal", "--json"]).run();
+    journal.expect_code(0);
+    assert!(
+        journal
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["operation"] == "restore"
+                && e["outcome"] == "success"
+                && e["figures"]["slices"].as_u64() > Some(0)),
+        "{}",
+        journal.stdout
+    );
     let dst = common::client(&common::services().standalone_uri).await;
     let two = dst
         .database(&target_db)

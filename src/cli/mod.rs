@@ -567,6 +567,7 @@ async fn cmd_restore(ctx: &Context, a: RestoreArgs, quiet: bool) -> Result<()> {
         // A point-in-time snapshot is restored with its oplog replayed, and rolled forward
         // through the oplog slices with --to-time.
         return oplog::cmd_restore(
+            ctx,
             &repo,
             &manifest,
             &target,
@@ -599,12 +600,7 @@ async fn cmd_restore(ctx: &Context, a: RestoreArgs, quiet: bool) -> Result<()> {
     let mut entry = JournalEntry::new("restore", started, &result);
     entry.snapshot = Some(manifest.snapshot.clone());
     if let Ok(s) = &result {
-        entry.figures = serde_json::json!({
-            "documents": s.documents,
-            "bytes": s.bson_bytes,
-            "collections": s.collections,
-            "target": s.target,
-        });
+        entry.figures = restore_figures(s);
     }
     record(ctx, &repo, entry).await;
     let summary = result?;
@@ -614,6 +610,16 @@ async fn cmd_restore(ctx: &Context, a: RestoreArgs, quiet: bool) -> Result<()> {
         print!("{}", output::restore_summary(&summary));
     }
     Ok(())
+}
+
+/// A restore's figures for its journal entry.
+pub(crate) fn restore_figures(s: &restore::RestoreSummary) -> serde_json::Value {
+    serde_json::json!({
+        "documents": s.documents,
+        "bytes": s.bson_bytes,
+        "collections": s.collections,
+        "target": s.target,
+    })
 }
 
 async fn cmd_export(ctx: &Context, a: ExportArgs) -> Result<()> {

@@ -157,6 +157,7 @@ pub(crate) async fn recoverable_fact(
 /// # Errors
 /// As [`pitr::plan`] and [`pitr::execute`].
 pub async fn cmd_restore(
+    ctx: &Context,
     repo: &Repository,
     manifest: &Manifest,
     target: &Source,
@@ -175,14 +176,25 @@ pub async fn cmd_restore(
         }
         return plan.refusal().map_or(Ok(()), Err);
     }
+    let started = chrono::Utc::now();
     // Ctrl-C/SIGTERM stops the restore (or the replay) once its writes in flight have ended.
-    let summary = super::ops::stoppable(
+    let result = super::ops::stoppable(
         pitr::execute(repo, target, &plan, opts),
         &opts.stop,
         super::ops::RESTORE_INTERRUPTED,
     )
     .await
-    .map_err(crate::Error::after_restore_began)?;
+    .map_err(crate::Error::after_restore_began);
+    // Journaled and in the metrics file like any restore.
+    let mut entry = JournalEntry::new("restore", started, &result);
+    entry.snapshot = Some(manifest.snapshot.clone());
+    if let Ok(s) = &result {
+        entry.figures = super::restore_figures(&s.restore);
+        entry.figures["restored_to"] = s.restored_to.clone().into();
+        entry.figures["slices"] = s.slices.into();
+    }
+    super::ops::record(ctx, repo, entry).await;
+    let summary = result?;
     if json {
         print_json(&summary);
     } else {
