@@ -944,12 +944,33 @@ async fn prune_keeps_the_slices_kept_snapshots_need_and_removes_the_rest() {
     );
     assert!(plan.stdout.contains("forward to now"), "{}", plan.stdout);
     assert_eq!(slices(&repo), before, "a dry run deletes nothing");
-    mk(cwd.path(), &repo)
+    let pruned = mk(cwd.path(), &repo)
         .args(["prune", "--policy", policy.to_str().unwrap()])
-        .run()
-        .expect_code(0);
+        .run();
+    pruned.expect_code(0);
     let after = slices(&repo);
     assert_eq!(after.len(), 2, "{after:?}");
+    // The slice removed (its two objects) is in the summary and the journal.
+    assert!(
+        pruned.stdout.contains("1 oplog slice;"),
+        "{}",
+        pruned.stdout
+    );
+    let journal = mk(cwd.path(), &repo).args(["journal", "--json"]).run();
+    let entries = journal.json();
+    let prune = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["operation"] == "prune")
+        .unwrap_or_else(|| panic!("{}", journal.stdout));
+    assert_eq!(
+        prune["figures"]["oplog_slices_removed"]
+            .as_array()
+            .map(Vec::len),
+        Some(1),
+        "{prune}"
+    );
     let newest = before.iter().max().unwrap().clone();
     assert!(
         after.contains(&newest),

@@ -566,17 +566,7 @@ async fn cmd_restore(ctx: &Context, a: RestoreArgs, quiet: bool) -> Result<()> {
     if a.to_time.is_some() || manifest.oplog.is_some() {
         // A point-in-time snapshot is restored with its oplog replayed, and rolled forward
         // through the oplog slices with --to-time.
-        return oplog::cmd_restore(
-            ctx,
-            &repo,
-            &manifest,
-            &target,
-            &opts,
-            a.to_time.as_deref(),
-            a.dry_run,
-            a.json,
-        )
-        .await;
+        return oplog::cmd_restore(ctx, &repo, &manifest, &target, &opts, &a).await;
     }
     restore::check_patterns(&manifest, &opts, &[])?;
     let plan = restore::plan(&manifest, &target, &opts).await?;

@@ -162,10 +162,9 @@ pub async fn cmd_restore(
     manifest: &Manifest,
     target: &Source,
     opts: &RestoreOptions,
-    to_time: Option<&str>,
-    dry_run: bool,
-    json: bool,
+    a: &super::RestoreArgs,
 ) -> Result<()> {
+    let (to_time, dry_run, json) = (a.to_time.as_deref(), a.dry_run, a.json);
     let to = to_time.map(|t| ToTime::parse(t, "--to-time")).transpose()?;
     let plan = pitr::plan(repo, manifest, target, opts, to).await?;
     if dry_run {

@@ -185,6 +185,7 @@ pub async fn cmd_prune(ctx: &Context, a: PruneArgs) -> Result<()> {
             "snapshots_removed": o.removed.iter().filter(|r| r.kind == "snapshot").map(|r| &r.name).collect::<Vec<_>>(),
             "incomplete_removed": o.incomplete_removed,
             "uploads_aborted": o.uploads_aborted,
+            "oplog_slices_removed": o.removed.iter().filter(|r| r.kind == "oplog slice").map(|r| &r.name).collect::<Vec<_>>(),
             "bytes_freed": o.bytes_freed,
         });
     }
@@ -223,13 +224,25 @@ async fn prune_locked(
                     );
                 }
             };
-            let outcome = prune::execute(repo, &plan, &mut report, stop).await?;
-            let mut said = |name: &str, bytes: u64| {
+            let mut outcome = prune::execute(repo, &plan, &mut report, stop).await?;
+            // The slices no kept snapshot needs go too, and count in what was freed.
+            let mut slices = Vec::new();
+            let mut said = |name: &str, objects: usize, bytes: u64| {
                 if !a.json {
                     println!("removed oplog {name} ({})", human_bytes(bytes));
                 }
+                slices.push(Removal {
+                    kind: "oplog slice",
+                    name: name.to_string(),
+                    objects,
+                    bytes,
+                });
             };
             slice_retention::execute(repo, &oplog, &mut said, stop).await?;
+            outcome.slices_removed = slices.len();
+            outcome.objects_deleted += slices.iter().map(|r| r.objects).sum::<usize>();
+            outcome.bytes_freed += slices.iter().map(|r| r.bytes).sum::<u64>();
+            outcome.removed.extend(slices);
             Some(outcome)
         }
         _ => None,
@@ -238,10 +251,11 @@ async fn prune_locked(
         print_json(&prune_json(&plan, repo, a, outcome.as_ref(), &oplog));
     } else if let Some(o) = &outcome {
         println!(
-            "pruned: {}, {}, {}; {}, {} freed",
+            "pruned: {}, {}, {}, {}; {}, {} freed",
             count(o.snapshots_removed, "snapshot"),
             count(o.incomplete_removed, "incomplete snapshot"),
             count(o.uploads_aborted, "unfinished upload"),
+            count(o.slices_removed, "oplog slice"),
             count(o.objects_deleted, "object"),
             human_bytes(o.bytes_freed)
         );

@@ -189,7 +189,7 @@ pub async fn inventory(repo: &Repository, plan: &Plan) -> Result<OplogPlan> {
 pub async fn execute(
     repo: &Repository,
     plan: &OplogPlan,
-    report: &mut (dyn FnMut(&str, u64) + Send),
+    report: &mut (dyn FnMut(&str, usize, u64) + Send),
     stop: &tokio_util::sync::CancellationToken,
 ) -> Result<(usize, u64)> {
     let (mut n, mut bytes) = (0, 0);
@@ -200,13 +200,13 @@ pub async fn execute(
         }
         n += 1;
         bytes += d.size_bytes;
-        report(&d.name, d.size_bytes);
+        report(&d.name, d.keys.len(), d.size_bytes);
     }
     for (k, size) in &plan.orphans {
         crate::interrupt::stopped(stop)?;
         repo.store().delete(k).await.map_err(|e| repo.err(e))?;
         bytes += size;
-        report(k, *size);
+        report(k, 1, *size);
     }
     Ok((n, bytes))
 }

@@ -143,6 +143,8 @@ pub struct Outcome {
     pub incomplete_removed: usize,
     /// Unfinished multipart uploads aborted.
     pub uploads_aborted: usize,
+    /// Oplog slices (and orphaned slice objects) no kept snapshot needs, removed.
+    pub slices_removed: usize,
     /// Objects deleted.
     pub objects_deleted: usize,
     /// Bytes of the deleted objects.
@@ -152,7 +154,7 @@ pub struct Outcome {
 /// One thing removed.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Removal {
-    /// `snapshot`, `incomplete snapshot` or `unfinished upload`.
+    /// `snapshot`, `incomplete snapshot`, `unfinished upload` or `oplog slice`.
     pub kind: &'static str,
     /// Snapshot id or upload key.
     pub name: String,
