@@ -58,6 +58,27 @@ fn main() -> ExitCode {
     if matches!(cli.command, mongokeep::cli::Command::Backup(_)) {
         mongokeep::one_malloc_arena();
     }
+    // Commands that only read and print end quietly when their reader goes away
+    // (`mongokeep snapshots | head -1`), as other command-line tools do, instead of
+    // panicking on the broken pipe. The ones that write keep the signal ignored: their
+    // work must end (or clean up) whatever happens to their output.
+    {
+        use mongokeep::cli::Command as C;
+        if matches!(
+            cli.command,
+            C::Snapshots(_)
+                | C::Show(_)
+                | C::Journal(_)
+                | C::Status(_)
+                | C::Report(_)
+                | C::Policy(_)
+        ) {
+            // SAFETY: called before any thread starts; SIG_DFL is a valid disposition.
+            unsafe {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            }
+        }
+    }
     init_logging(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -638,3 +638,40 @@ async fn a_backup_stopped_by_sigterm_aborts_its_uploads_removes_what_it_stored_a
     only_the_failed_backup_entry(&local, &files, "interrupted").await;
     client.database(&db).drop().await.unwrap();
 }
+
+/// `mongokeep snapshots | head -1`: a listing whose reader goes away ends quietly, not
+/// with a panic (exit 101, an undocumented code) on the broken pipe.
+#[test]
+fn a_listing_piped_into_head_ends_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::ExitStatusExt;
+    let cwd = tempfile::tempdir().unwrap();
+    // Enough snapshot folders (without manifests) to print well past a pipe's buffer.
+    for i in 0..2000 {
+        let dir = cwd
+            .path()
+            .join(format!("r/snapshots/20260101T{:06}Z-{:04x}", i % 240000, i));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("x"), b"x").unwrap();
+    }
+    let mut child = common::mongokeep(cwd.path())
+        .args(["snapshots", "--repo", "./r"])
+        .spawn();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("ID"), "{first}");
+    // The reader is gone: the rest of the listing has nowhere to go.
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(0) || out.status.signal() == Some(SIGPIPE),
+        "{:?}: {stderr}",
+        out.status
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// SIGPIPE's number on Linux.
+const SIGPIPE: i32 = 13;
