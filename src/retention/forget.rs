@@ -58,6 +58,9 @@ pub enum Reason {
     Newest,
     /// The newest verified snapshot: never removed.
     NewestVerified,
+    /// The newest snapshot a full verification restored and passed: never removed (a
+    /// newer one checked only by `verify --quick` does not stand in for it).
+    NewestRestoreTested,
 }
 
 impl Reason {
@@ -78,7 +81,7 @@ impl Reason {
 }
 
 /// The short wording mongokeep prints: `daily`, `oldest monthly`, `within 2d`,
-/// `daily within 7d`, `has tags [a, b]`, `newest`, `newest verified`.
+/// `daily within 7d`, `has tags [a, b]`, `newest`, `newest verified`, `newest restore-tested`.
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let oldest = |o: bool| if o { "oldest " } else { "" };
@@ -93,6 +96,7 @@ impl fmt::Display for Reason {
             } => write!(f, "{}{kind} within {span}", oldest(*o)),
             Reason::Newest => f.write_str("newest"),
             Reason::NewestVerified => f.write_str("newest verified"),
+            Reason::NewestRestoreTested => f.write_str("newest restore-tested"),
         }
     }
 }

@@ -28,6 +28,8 @@ pub struct SnapshotInfo {
     pub size_bytes: u64,
     /// Whether a verification passed for it.
     pub verified: bool,
+    /// Whether a full verification (a restore) passed for it.
+    pub restore_tested: bool,
 }
 
 /// A snapshot folder without a manifest.
@@ -195,6 +197,7 @@ pub fn plan(inventory: &Inventory, policy: &Policy, now: DateTime<Utc>) -> Plan 
         .collect();
     let verdicts = evaluate(&candidates, &policy.rules, tz, now);
     let newest_verified = snaps.iter().position(|s| s.verified);
+    let newest_restore_tested = snaps.iter().position(|s| s.restore_tested);
     let decisions = verdicts
         .into_iter()
         .map(|v| {
@@ -205,6 +208,9 @@ pub fn plan(inventory: &Inventory, policy: &Policy, now: DateTime<Utc>) -> Plan 
             }
             if Some(v.index) == newest_verified {
                 reasons.push(Reason::NewestVerified);
+            }
+            if Some(v.index) == newest_restore_tested && newest_restore_tested != newest_verified {
+                reasons.push(Reason::NewestRestoreTested);
             }
             Decision {
                 id: s.id.clone(),

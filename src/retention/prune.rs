@@ -28,13 +28,15 @@ pub fn report_passed(report: &[u8]) -> bool {
         .unwrap_or(false)
 }
 
-/// Ids of the snapshots with at least one passed verification report.
+/// Ids of the snapshots with at least one passed verification report, and of those with
+/// a passed full one (a restore).
 ///
 /// # Errors
 /// The store failed.
-pub async fn verified_snapshots(repo: &Repository) -> Result<HashSet<String>> {
+pub async fn verified_snapshots(repo: &Repository) -> Result<(HashSet<String>, HashSet<String>)> {
     let store = repo.store();
     let mut out = HashSet::new();
+    let mut full = HashSet::new();
     for o in store.list(VERIFY_REPORTS).await.map_err(|e| repo.err(e))? {
         let Some((id, name)) = o
             .key
@@ -43,17 +45,29 @@ pub async fn verified_snapshots(repo: &Repository) -> Result<HashSet<String>> {
         else {
             continue;
         };
-        if out.contains(id) || !name.ends_with(".json") {
+        if full.contains(id) || !name.ends_with(".json") {
             continue;
         }
         match store.get_opt(&o.key).await.map_err(|e| repo.err(e))? {
             Some(body) if report_passed(&body) => {
                 out.insert(id.to_string());
+                if report_kind(&body).as_deref() == Some("full") {
+                    full.insert(id.to_string());
+                }
             }
             _ => {}
         }
     }
-    Ok(out)
+    Ok((out, full))
+}
+
+/// The `kind` of a verification report (`full` or `quick`).
+fn report_kind(report: &[u8]) -> Option<String> {
+    serde_json::from_slice::<serde_json::Value>(report)
+        .ok()?
+        .get("kind")?
+        .as_str()
+        .map(str::to_string)
 }
 
 /// Read what the repository holds: complete snapshots (with tags, size and whether
@@ -63,7 +77,7 @@ pub async fn verified_snapshots(repo: &Repository) -> Result<HashSet<String>> {
 /// The store failed, or a manifest is unreadable (a prune never guesses about a snapshot
 /// it cannot read).
 pub async fn inventory(repo: &Repository) -> Result<Inventory> {
-    let verified = verified_snapshots(repo).await?;
+    let (verified, restore_tested) = verified_snapshots(repo).await?;
     let ids = repo.snapshot_ids().await?;
     let read: Vec<Result<Entry>> = futures::stream::iter(ids)
         .map(|id| read_entry(repo, id))
@@ -75,6 +89,7 @@ pub async fn inventory(repo: &Repository) -> Result<Inventory> {
         match entry? {
             Entry::Complete(mut s) => {
                 s.verified = verified.contains(&s.id);
+                s.restore_tested = restore_tested.contains(&s.id);
                 inv.snapshots.push(s);
             }
             Entry::Incomplete(s) => inv.incomplete.push(s),
@@ -104,6 +119,7 @@ async fn read_entry(repo: &Repository, id: String) -> Result<Entry> {
                 tags: m.tags,
                 size_bytes: m.totals.stored_bytes + body.len() as u64,
                 verified: false,
+                restore_tested: false,
                 id,
             }))
         }

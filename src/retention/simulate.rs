@@ -251,6 +251,7 @@ pub fn simulate(
                 tags: vec![],
                 size_bytes: 0,
                 verified: false,
+                restore_tested: false,
             })
             .collect(),
         ..Default::default()

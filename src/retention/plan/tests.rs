@@ -13,6 +13,7 @@ fn snap(id: &str, time: &str) -> SnapshotInfo {
         tags: vec![],
         size_bytes: 100,
         verified: false,
+        restore_tested: false,
     }
 }
 
@@ -67,6 +68,33 @@ fn the_newest_verified_snapshot_is_never_removed() {
     assert_eq!(reasons(&p, "s04"), vec!["newest verified"]);
     assert!(reasons(&p, "s02").is_empty());
     assert_eq!(p.kept().count(), 3);
+}
+
+#[test]
+fn the_newest_restore_tested_snapshot_is_kept_beside_a_newer_quick_verified_one() {
+    // Nightly `verify --quick`, a monthly full verification: the snapshot the restore test
+    // passed for must not go because a newer one passed only the checksum check.
+    let mut snaps = daily(10);
+    snaps[2].verified = true; // s03: restored and compared
+    snaps[2].restore_tested = true;
+    snaps[7].verified = true; // s08: checksums only
+    let inv = Inventory {
+        snapshots: snaps.clone(),
+        ..Default::default()
+    };
+    let p = plan(&inv, &policy("keep_last = 1"), utc(NOW));
+    assert_eq!(reasons(&p, "s08"), vec!["newest verified"]);
+    assert_eq!(reasons(&p, "s03"), vec!["newest restore-tested"]);
+    assert_eq!(p.kept().count(), 3);
+    // When the newest verified one is also the newest restore-tested, one reason says it.
+    snaps[7].restore_tested = true;
+    let inv = Inventory {
+        snapshots: snaps,
+        ..Default::default()
+    };
+    let p = plan(&inv, &policy("keep_last = 1"), utc(NOW));
+    assert_eq!(reasons(&p, "s08"), vec!["newest verified"]);
+    assert!(reasons(&p, "s03").is_empty());
 }
 
 #[test]
