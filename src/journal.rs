@@ -76,6 +76,22 @@ pub async fn append(repo: &Repository, entry: &JournalEntry) {
     }
 }
 
+/// The day of the oldest journal entry, from its key alone (no entry is read); `None`
+/// for an empty journal.
+///
+/// # Errors
+/// The store failed.
+pub async fn first_day(repo: &Repository) -> Result<Option<chrono::NaiveDate>> {
+    let objects = repo.store().list(PREFIX).await.map_err(|e| repo.err(e))?;
+    Ok(objects
+        .iter()
+        .filter_map(|o| {
+            let name = o.key.rsplit('/').next()?;
+            chrono::NaiveDate::parse_from_str(name.get(..8)?, "%Y%m%d").ok()
+        })
+        .min())
+}
+
 /// Every entry at or after `since`, oldest first.
 ///
 /// # Errors

@@ -107,9 +107,9 @@ pub async fn build(repo: &Repository, month: &str, now: DateTime<Utc>) -> Result
         next.and_hms_opt(0, 0, 0).unwrap().and_utc(),
     );
     let within = |t: DateTime<Utc>| t >= start && t < end;
-    let mut snapshots: Vec<SnapshotRow> = repo
-        .list_snapshots()
-        .await?
+    let listed = repo.list_snapshots().await?;
+    let first_snapshot = listed.iter().map(|s| s.started_at).min();
+    let mut snapshots: Vec<SnapshotRow> = listed
         .into_iter()
         .filter(|s| within(s.started_at))
         .map(|s| SnapshotRow {
@@ -123,7 +123,6 @@ pub async fn build(repo: &Repository, month: &str, now: DateTime<Utc>) -> Result
             documents: s.documents,
         })
         .collect();
-    snapshots.sort_by_key(|s| s.time);
     let verifications = list_reports(repo)
         .await?
         .into_iter()
@@ -142,6 +141,27 @@ pub async fn build(repo: &Repository, month: &str, now: DateTime<Utc>) -> Result
         .into_iter()
         .filter(|e| within(e.time))
         .collect();
+    let first_entry = journal::first_day(repo).await?;
+    // What was backed up is what the journal says, not what retention has left: a backup
+    // pruned since is listed as such, and its day is not a day without a backup.
+    for e in entries
+        .iter()
+        .filter(|e| e.operation == "backup" && e.outcome == "success")
+    {
+        let Some(id) = &e.snapshot else { continue };
+        if snapshots.iter().any(|s| &s.id == id) {
+            continue;
+        }
+        snapshots.push(SnapshotRow {
+            id: id.clone(),
+            time: e.time,
+            duration_seconds: Some(e.seconds),
+            status: "removed since".into(),
+            size_bytes: e.figures["bytes"].as_u64().unwrap_or(0),
+            documents: e.figures["documents"].as_u64().unwrap_or(0),
+        });
+    }
+    snapshots.sort_by_key(|s| s.time);
     let prunes = entries
         .iter()
         .filter(|e| e.operation == "prune" && e.outcome == "success")
@@ -163,13 +183,20 @@ pub async fn build(repo: &Repository, month: &str, now: DateTime<Utc>) -> Result
         .filter(|e| e.outcome == "failure")
         .collect();
     let last_day = next.min(now.date_naive() + Duration::days(1));
+    // Days before the repository's first snapshot or journal entry are not missed backups.
+    let began = [first_snapshot.map(|t| t.date_naive()), first_entry]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(last_day);
     let gaps = first
         .iter_days()
         .take_while(|d| *d < last_day)
+        .filter(|d| *d >= began)
         .filter(|d| {
-            !snapshots
-                .iter()
-                .any(|s| s.status == "complete" && s.time.date_naive() == *d)
+            !snapshots.iter().any(|s| {
+                (s.status == "complete" || s.status == "removed since") && s.time.date_naive() == *d
+            })
         })
         .collect();
     Ok(MonthReport {
@@ -387,7 +414,7 @@ impl MonthReport {
         let bar = ((w - left - 10.0) / days * 0.6).max(2.0);
         for r in &self.snapshots {
             let top = y(r.size_bytes as f64 / max_size);
-            let _ = writeln!(s, "<rect x=\"{:.1}\" y=\"{top:.1}\" width=\"{bar:.1}\" height=\"{:.1}\" fill=\"{}\"><title>{} {}</title></rect>", x(r.time) - bar / 2.0, (h - bottom) - top, if r.status == "complete" { "#36c" } else { "#b00" }, r.id, mib(r.size_bytes));
+            let _ = writeln!(s, "<rect x=\"{:.1}\" y=\"{top:.1}\" width=\"{bar:.1}\" height=\"{:.1}\" fill=\"{}\"><title>{} {}</title></rect>", x(r.time) - bar / 2.0, (h - bottom) - top, match r.status.as_str() { "complete" => "#36c", "removed since" => "#999", _ => "#b00" }, r.id, mib(r.size_bytes));
         }
         let points: Vec<String> = self
             .snapshots

@@ -107,27 +107,46 @@ async fn a_month_of_snapshots_verifications_and_prunes_renders_in_every_format()
     )
     .await;
 
-    let report = |format: &str| {
+    // The 10th's backup succeeded, and retention has removed its snapshot since: the
+    // journal says it was made, so the 10th is no day without a backup.
+    let mut pruned_since = JournalEntry::new::<()>(
+        "backup",
+        Utc.with_ymd_and_hms(2026, 10, 10, 2, 0, 0).unwrap(),
+        &Ok(()),
+    );
+    pruned_since.snapshot = Some("20261010T020000Z-0a0a".into());
+    pruned_since.figures = serde_json::json!({ "documents": 7, "bytes": 4096 });
+    journal::append(&repo, &pruned_since).await;
+
+    let report_of = |month: &str, format: &str| {
         let out = common::mongokeep(cwd.path())
             .args([
-                "report", "--repo", "./repo", "--month", "2026-10", "--format", format,
+                "report", "--repo", "./repo", "--month", month, "--format", format,
             ])
             .run();
         out.expect_code(0);
         out.stdout
     };
+    let report = |format: &str| report_of("2026-10", format);
     let j: serde_json::Value = serde_json::from_str(&report("json")).unwrap();
     let snaps = j["snapshots"].as_array().unwrap();
-    assert_eq!(snaps.len(), complete + 1);
+    assert_eq!(snaps.len(), complete + 2);
     assert_eq!(
         snaps.iter().filter(|s| s["status"] == "incomplete").count(),
         1
     );
+    let gone: Vec<_> = snaps
+        .iter()
+        .filter(|s| s["status"] == "removed since")
+        .collect();
+    assert_eq!(gone.len(), 1, "{snaps:?}");
+    assert_eq!(gone[0]["id"], "20261010T020000Z-0a0a");
+    assert_eq!(gone[0]["documents"], 7);
     assert_eq!(snaps[2]["duration_seconds"].as_f64(), Some(63.0));
-    assert_eq!(
-        j["gaps"],
-        serde_json::json!(["2026-10-10", "2026-10-11", "2026-10-20"])
-    );
+    assert_eq!(j["gaps"], serde_json::json!(["2026-10-11", "2026-10-20"]));
+    // A month before the repository's first snapshot or journal entry has no missed days.
+    let sept: serde_json::Value = serde_json::from_str(&report_of("2026-09", "json")).unwrap();
+    assert_eq!(sept["gaps"], serde_json::json!([]));
     let v = j["verifications"].as_array().unwrap();
     assert_eq!(v.len(), 2);
     assert_eq!(
@@ -145,7 +164,9 @@ async fn a_month_of_snapshots_verifications_and_prunes_renders_in_every_format()
 
     let md = report("md");
     assert!(
-        md.contains("## Days without a successful backup\n\n2026-10-10, 2026-10-11, 2026-10-20"),
+        md.contains("## Days without a successful backup\n\n2026-10-11, 2026-10-20")
+            && md.contains("20261010T020000Z-0a0a")
+            && md.contains("removed since"),
         "{md}"
     );
     assert!(md.contains("| failed |") && md.contains("12.5 s"), "{md}");
@@ -156,8 +177,13 @@ async fn a_month_of_snapshots_verifications_and_prunes_renders_in_every_format()
     let svg = &html[html.find("<svg").expect("an inline chart")..html.find("</svg>").unwrap()];
     assert_eq!(
         svg.matches("<rect").count(),
-        complete + 1,
-        "one bar per snapshot"
+        complete + 2,
+        "one bar per snapshot, the one removed since included"
+    );
+    assert_eq!(
+        svg.matches("fill=\"#999\"").count(),
+        1,
+        "removed since: grey"
     );
     assert!(svg.contains("<polyline"), "no duration line");
     assert!(
