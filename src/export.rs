@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::archive::{self, Codec, Entry};
 use crate::error::root_cause;
 use crate::fetch::{fetch_verified, ChannelReader};
+use crate::fslock::lock;
 use crate::interrupt::stopped;
 use crate::manifest::{CollectionEntry, Manifest, OplogRecord, StoredObject};
 use crate::oplog::replay::for_each_entry;
@@ -258,26 +259,6 @@ fn claim(staging: &Path, out: &Path) -> Result<File> {
     })();
     drop(dir); // closing the descriptor releases the folder's lock
     claimed
-}
-
-/// An exclusive `flock` on `f`, waiting for it or not.
-fn lock(f: &File, wait: bool) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let op = if wait {
-        libc::LOCK_EX
-    } else {
-        libc::LOCK_EX | libc::LOCK_NB
-    };
-    loop {
-        // SAFETY: a descriptor owned by `f`, open for the call.
-        if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
-            return Ok(());
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
 }
 
 /// Move the complete, synced `staging` folder into place as `out`.

@@ -15,6 +15,7 @@ pub mod config;
 pub mod digest;
 pub mod export;
 pub mod fetch;
+pub mod fslock;
 pub(crate) mod interrupt;
 pub mod journal;
 pub mod manifest;

@@ -322,6 +322,19 @@ pub fn parse_age(s: &str, flag: &str) -> Result<Duration> {
 /// # Errors
 /// The file cannot be written.
 pub fn write_metrics(path: &Path, entry: &JournalEntry, facts: &[Fact]) -> Result<()> {
+    // Two runs ending at once (a verify beside an hourly `oplog push`) must not lose each
+    // other's lines: the read, update and rename happen under a lock on `<path>.lock`
+    // (never removed, so every writer locks the same file; the collector reads only
+    // `*.prom`).
+    let lock_path = path.with_extension("prom.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| Error::io(format!("opening {}", lock_path.display()), e))?;
+    crate::fslock::lock(&lock, true)
+        .map_err(|e| Error::io(format!("locking {}", lock_path.display()), e))?;
     let old = std::fs::read_to_string(path).unwrap_or_default();
     // name{labels} -> value, for every sample line.
     let mut samples: BTreeMap<String, String> = old
@@ -564,6 +577,31 @@ mod tests {
         assert_eq!(st.snapshot.as_deref(), Some(good));
         let c = st.checks.iter().find(|c| c.name == "manifests").unwrap();
         assert!(!c.ok && c.message.contains(bad), "{c:?}");
+    }
+
+    #[test]
+    fn runs_ending_at_once_keep_each_other_s_metrics_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.prom");
+        let t = time(0);
+        std::thread::scope(|s| {
+            for w in 0..8 {
+                let path = &path;
+                s.spawn(move || {
+                    for i in 0..25 {
+                        let e = JournalEntry::new::<()>(&format!("op{w}x{i}"), t, &Ok(()));
+                        write_metrics(path, &e, &[]).unwrap();
+                    }
+                });
+            }
+        });
+        let text = std::fs::read_to_string(&path).unwrap();
+        for w in 0..8 {
+            for i in 0..25 {
+                let line = format!("mongokeep_last_run_success{{operation=\"op{w}x{i}\"}} 1");
+                assert!(text.contains(&line), "{line} lost");
+            }
+        }
     }
 
     /// Hourly slices from 1000 to 19_000, then one to 19_900.

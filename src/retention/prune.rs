@@ -95,11 +95,16 @@ pub async fn inventory(repo: &Repository) -> Result<Inventory> {
             Entry::Incomplete(s) => inv.incomplete.push(s),
         }
     }
-    inv.uploads = repo
-        .store()
-        .list_pending_uploads("")
-        .await
-        .map_err(|e| repo.err(e))?;
+    // Only the prefixes mongokeep uploads into in parts: a repository at the root of a
+    // bucket shares it, and another tool's unfinished upload is not ours to abort.
+    for prefix in ["snapshots/", "oplog/"] {
+        inv.uploads.extend(
+            repo.store()
+                .list_pending_uploads(prefix)
+                .await
+                .map_err(|e| repo.err(e))?,
+        );
+    }
     Ok(inv)
 }
 

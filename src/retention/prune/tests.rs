@@ -158,6 +158,30 @@ async fn inventory_reads_tags_sizes_verification_and_incomplete_folders() {
     assert_eq!(inv.incomplete[0].size_bytes, 3);
 }
 
+#[tokio::test]
+async fn only_mongokeep_s_own_unfinished_uploads_are_garbage() {
+    // A repository at the root of a bucket: another tool's upload shares it.
+    let (store, repo) = repo_with_three().await;
+    let mut held = Vec::new(); // started, never completed nor aborted
+    for key in [
+        "snapshots/20260504T020000Z-0004/data/db/c.tar.gz",
+        "oplog/slices/x.bson.gz",
+        "other-tool/big.bin",
+    ] {
+        held.push(store.start_multipart(key).await.unwrap());
+    }
+    let inv = inventory(&repo).await.unwrap();
+    let mut keys: Vec<&str> = inv.uploads.iter().map(|u| u.key.as_str()).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "oplog/slices/x.bson.gz",
+            "snapshots/20260504T020000Z-0004/data/db/c.tar.gz"
+        ]
+    );
+}
+
 /// The plan of `keep_last = 1` on June 1st: the two older snapshots go.
 async fn keep_last_one(repo: &Repository) -> Plan {
     let inv = inventory(repo).await.unwrap();
