@@ -110,8 +110,17 @@ pub async fn export(
 ) -> Result<ExportSummary> {
     let existing = check_out(out)?;
     let (staging, how) = match existing {
-        Out::New => (sibling_staging(out), Publish::Rename),
-        Out::Empty if replaceable(out) => (sibling_staging(out), Publish::Replace),
+        Out::New => {
+            // As before the staging: a missing parent folder is made.
+            let parent = parent_of(out);
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+            (sibling_staging(out), Publish::Rename)
+        }
+        // A hidden folder left inside `out` (by a killed export that built there) is
+        // cleared by building there again, never left to stop the rename over `out`.
+        Out::Empty if replaceable(out) && !out.join(STAGING).exists() => {
+            (sibling_staging(out), Publish::Replace)
+        }
         Out::Empty => (out.join(STAGING), Publish::MoveEntries),
     };
     let _lock = claim(&staging, out)?;
@@ -238,11 +247,30 @@ fn claim(staging: &Path, out: &Path) -> Result<File> {
         home
     };
     let dir = File::open(home).map_err(io(home))?;
-    lock(&dir, true).map_err(io(home))?;
+    // Bounded: another program may hold a lock on the folder for as long as it likes
+    // (`flock DIR mongokeep export ...`); after 10 s this goes on without it. A file
+    // system without flock (some NFS mounts) goes on without it too.
+    let mut tries = 0;
+    while let Err(e) = lock(&dir, false) {
+        tries += 1;
+        if e.kind() != std::io::ErrorKind::WouldBlock || tries >= 200 {
+            tracing::warn!(folder = %home.display(), error = %e, "could not lock the folder the export is built in; going on without");
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let claimed = (|| {
         if staging.exists() {
             let old = File::open(staging).map_err(io(staging))?;
-            if lock(&old, false).is_err() {
+            if let Err(e) = lock(&old, false).map_err(|e| e.kind()) {
+                if e != std::io::ErrorKind::WouldBlock {
+                    // No flock here: the folder cannot be told live from left over.
+                    return Err(Error::Config(format!(
+                        "{} exists and this file system cannot lock it, so it cannot be told from a running export's\n  fix: remove it if no export into {} runs, then run the export again",
+                        staging.display(),
+                        out.display()
+                    )));
+                }
                 return Err(Error::Config(format!(
                     "another mongokeep export into {} is running (it is building {})\n  fix: wait for it to end, or name another folder",
                     out.display(),
@@ -254,7 +282,9 @@ fn claim(staging: &Path, out: &Path) -> Result<File> {
         }
         std::fs::create_dir(staging).map_err(io(staging))?;
         let f = File::open(staging).map_err(io(staging))?;
-        lock(&f, false).map_err(io(staging))?;
+        if let Err(e) = lock(&f, false) {
+            tracing::warn!(folder = %staging.display(), error = %e, "could not lock the export's hidden folder; a second export into the same folder is not refused");
+        }
         Ok(f)
     })();
     drop(dir); // closing the descriptor releases the folder's lock

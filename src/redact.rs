@@ -101,8 +101,10 @@ pub fn redact_uri(uri: &str) -> String {
 /// generated ones often hold a raw `/` (base64) or `@`, and whatever the driver makes of
 /// such a URI, its password must not be printed.
 fn split_userinfo(rest: &str) -> (Option<&str>, &str) {
-    let before_query = &rest[..rest.find('?').unwrap_or(rest.len())];
-    match before_query.rfind('@') {
+    // The later of the last '@' before the first '/' and the last '@' before the first
+    // '?': a raw '?' in a password hides the '@' from the second, a raw '/' from the first.
+    let before = |c: char| &rest[..rest.find(c).unwrap_or(rest.len())];
+    match before('/').rfind('@').max(before('?').rfind('@')) {
         Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
         None => (None, rest),
     }
@@ -162,6 +164,7 @@ mod tests {
             ),
             ("mongodb://bk:a/b@c@h1,h2/db?replicaSet=rs0", "a/b@c"),
             ("mongodb://bk:p/w@h/db?appName=x@y", "p/w"),
+            ("mongodb://bk:p?w@h/db", "p?w"),
         ] {
             let r = redact_uri(uri);
             assert!(!r.contains(pw), "{r}");

@@ -215,8 +215,10 @@ impl Source {
         }
         let target = redact_uri(uri);
         let mut opts = ClientOptions::parse(uri).await.map_err(|e| {
+            // Not even the redacted URI: one the driver cannot parse may hold its password
+            // where no parser of ours would look for it.
             Error::Config(format!(
-                "MongoDB URI {target} is not valid: {}\n  fix: correct the URI (a password must percent-encode @ / : ? # [ ] and %)",
+                "the MongoDB URI is not valid: {}\n  fix: correct the URI (a password must percent-encode @ / : ? # [ ] and %)",
                 crate::redact::scrub(&first_line(&e.to_string()))
             ))
         })?;
@@ -825,11 +827,21 @@ pub fn classify(target: &str, context: &str, e: mongodb::error::Error) -> Error 
 /// server-selection error prints whole, and the trailing `labels`, `source` and `server
 /// response` fields.
 fn first_line(s: &str) -> String {
+    let full = s;
     let s = s.strip_prefix("Kind: ").unwrap_or(s);
-    let s = [". Topology: ", ", Topology: ", ", labels: "]
+    let head = [". Topology: ", ", Topology: ", ", labels: "]
         .iter()
         .fold(s, |s, cut| s.split(cut).next().unwrap_or(s));
-    s.chars().take(400).collect()
+    // The topology holds each server's own error (connection refused, a certificate, a
+    // name that does not resolve): keep the first, without its labels.
+    let cause = full
+        .split_once("Error: Kind: ")
+        .map(|(_, e)| e.split(", labels: ").next().unwrap_or(e));
+    let out = match cause {
+        Some(c) if !head.contains(c) => format!("{head} ({c})"),
+        _ => head.to_string(),
+    };
+    out.chars().take(400).collect()
 }
 
 #[cfg(test)]
@@ -842,7 +854,7 @@ mod tests {
         let e = "Kind: Server selection timeout: No available servers. Topology: { Type: Unknown, Servers: [ { Address: 127.0.0.1:28799, Type: Unknown, Error: Kind: I/O error: Connection refused (os error 111), labels: {} } ] }, labels: {}, source: None, server response: None";
         assert_eq!(
             super::first_line(e),
-            "Server selection timeout: No available servers"
+            "Server selection timeout: No available servers (I/O error: Connection refused (os error 111))"
         );
         assert_eq!(
             super::first_line("Kind: An invalid argument was provided: password must be URL encoded, labels: {}, source: None, server response: None"),

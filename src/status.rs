@@ -145,10 +145,12 @@ pub async fn status(repo: &Repository, limits: Limits, now: DateTime<Utc>) -> Re
             now,
         ),
     ];
-    let damaged: Vec<&str> = snaps
+    // Each unreadable manifest with its own reason and fix (a damaged one, or one a newer
+    // mongokeep wrote: different fixes).
+    let damaged: Vec<String> = snaps
         .iter()
-        .filter(|s| s.damaged.is_some())
-        .map(|s| s.id.as_str())
+        .filter_map(|s| s.damaged.as_ref())
+        .map(|why| why.replace("\n  fix:", ". Fix:"))
         .collect();
     if !damaged.is_empty() {
         checks.push(Check {
@@ -156,10 +158,7 @@ pub async fn status(repo: &Repository, limits: Limits, now: DateTime<Utc>) -> Re
             ok: false,
             age_seconds: None,
             max_age_seconds: 0,
-            message: format!(
-                "the manifest of snapshot {} cannot be read, so it cannot be restored (`mongokeep show ID` says why). Fix: put the manifest back from a copy of the repository, or move the snapshot's folder out of it",
-                damaged.join(", ")
-            ),
+            message: damaged.join("; "),
         });
     }
     let mut oplog_reaches = None;

@@ -977,5 +977,20 @@ async fn an_export_killed_or_run_twice_at_once_leaves_an_empty_folder_empty() {
     );
     let mode = std::fs::metadata(&empty).unwrap().permissions().mode();
     assert_eq!(mode & 0o7777, 0o750, "the folder keeps its mode");
+
+    // A new folder whose parents do not exist yet: they are made.
+    export(cwd.path(), &id, "nested/deeper/dump")
+        .run()
+        .expect_code(0);
+    assert!(cwd
+        .path()
+        .join(format!("nested/deeper/dump/{db}/orders.bson"))
+        .is_file());
+    // An empty folder holding only what an export killed while building inside it left:
+    // that is cleared, and the export completes.
+    let left = cwd.path().join("left");
+    std::fs::create_dir_all(left.join(".mongokeep-partial/x")).unwrap();
+    export(cwd.path(), &id, "left").run().expect_code(0);
+    assert_eq!(names_in(&left), [db.as_str(), "oplog.bson"]);
     client.database(&db).drop().await.unwrap();
 }
