@@ -311,14 +311,21 @@ fn publish(staging: &Path, out: &Path, how: Publish) -> Result<()> {
             }
             // A rename replaces only a missing or empty `out`: should files have appeared in
             // it meanwhile, it fails and they stay as they are.
-            std::fs::rename(staging, out).map_err(|e| match e.raw_os_error() {
-                Some(libc::ENOTEMPTY) | Some(libc::EEXIST) => Error::Config(format!(
-                    "--out {} is no longer empty: something wrote into it during the export; nothing of the export was put there\n  fix: name a new or empty folder",
-                    out.display()
-                )),
-                _ => io(out)(e),
-            })?;
-            sync_dir(parent_of(out))
+            match std::fs::rename(staging, out) {
+                Ok(()) => sync_dir(parent_of(out)),
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::ENOTEMPTY) | Some(libc::EEXIST) => Err(Error::Config(format!(
+                        "--out {} is no longer empty: something wrote into it during the export; nothing of the export was put there\n  fix: name a new or empty folder",
+                        out.display()
+                    ))),
+                    // A mount point `replaceable` could not see (a bind mount of the same
+                    // file system): fill it from the finished folder instead.
+                    Some(libc::EBUSY) | Some(libc::EXDEV) if matches!(how, Publish::Replace) => {
+                        publish(staging, out, Publish::MoveEntries)
+                    }
+                    _ => Err(io(out)(e)),
+                },
+            }
         }
     }
 }
