@@ -217,9 +217,15 @@ impl Source {
         let mut opts = ClientOptions::parse(uri).await.map_err(|e| {
             // Not even the redacted URI: one the driver cannot parse may hold its password
             // where no parser of ours would look for it.
-            Error::Config(format!(
-                "the MongoDB URI is not valid: {}\n  fix: correct the URI (a password must percent-encode @ / : ? # [ ] and %)",
+            // The driver's reason quotes pieces of the URI: with credentials in it, a piece
+            // of the password.
+            let why = if uri.contains('@') {
+                "its reason is not shown, as it may quote the password".to_string()
+            } else {
                 crate::redact::scrub(&first_line(&e.to_string()))
+            };
+            Error::Config(format!(
+                "the MongoDB URI is not valid: {why}\n  fix: correct the URI (a password must percent-encode @ / : ? # [ ] and %)"
             ))
         })?;
         if opts.server_selection_timeout.is_none() {

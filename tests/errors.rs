@@ -675,3 +675,46 @@ fn a_listing_piped_into_head_ends_quietly() {
 
 /// SIGPIPE's number on Linux.
 const SIGPIPE: i32 = 13;
+
+/// A password with characters it should have percent-encoded (`/`, `?`, `@`) makes a URI
+/// the driver may refuse or misread; no piece of it is printed either way.
+#[test]
+fn a_password_with_raw_special_characters_is_never_printed() {
+    let cwd = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    // Each password's pieces on either side of its raw character are distinctive.
+    for (uri, pieces) in [
+        (
+            format!("mongodb://bk:QzXj/KwVq9@127.0.0.1:{port}/"),
+            ["QzXj", "KwVq9"],
+        ),
+        (
+            format!("mongodb://bk:JqZx?Wv/Pk7Y@127.0.0.1:{port}/"),
+            ["JqZx", "Pk7Y"],
+        ),
+        (
+            format!("mongodb://bk:XkQj?VzWq3@127.0.0.1:{port}/db"),
+            ["XkQj", "VzWq3"],
+        ),
+        (
+            format!("mongodb://bk:ZvKq@Jx/Qw8W@127.0.0.1:{port}/"),
+            ["ZvKq", "Qw8W"],
+        ),
+    ] {
+        let out = common::mongokeep(cwd.path())
+            .env(
+                "MONGODB_URI",
+                &format!("{uri}?serverSelectionTimeoutMS=500"),
+            )
+            .args(["-vv", "backup", "--repo", "./r"])
+            .run();
+        assert!(out.code != 0, "{uri}: {}", out.stderr);
+        for piece in pieces {
+            assert!(
+                !out.stderr.contains(piece) && !out.stdout.contains(piece),
+                "{uri}: {piece} printed:\n{}",
+                out.stderr
+            );
+        }
+    }
+}
