@@ -264,29 +264,8 @@ impl Repository {
         id: String,
         f: &impl Fn(&Manifest) -> T,
     ) -> Result<(SnapshotSummary, Option<T>)> {
-        let manifest = match self.manifest_opt(&id).await {
-            Err(e @ Error::Format { .. }) => {
-                tracing::warn!(snapshot = %id, error = %e, "skipping a snapshot whose manifest is damaged");
-                return Ok((
-                    SnapshotSummary {
-                        started_at: id_time(&id).unwrap_or_default(),
-                        id,
-                        finished_at: None,
-                        complete: false,
-                        size_bytes: 0,
-                        documents: 0,
-                        collections: 0,
-                        source: None,
-                        tags: vec![],
-                        damaged: Some(e.to_string()),
-                    },
-                    None,
-                ));
-            }
-            other => other?,
-        };
-        match manifest {
-            Some((m, len)) => {
+        match self.manifest_opt(&id).await {
+            Ok(Some((m, len))) => {
                 let extra = f(&m);
                 Ok((
                     SnapshotSummary {
@@ -304,28 +283,41 @@ impl Repository {
                     Some(extra),
                 ))
             }
-            None => {
+            Ok(None) => {
                 let objects = self
                     .store
                     .list(&format!("snapshots/{id}/"))
                     .await
                     .map_err(|e| self.err(e))?;
+                let size = objects.iter().map(|o| o.size).sum();
+                Ok((SnapshotSummary::without_manifest(id, size, None), None))
+            }
+            Err(e @ Error::Format { .. }) => {
+                tracing::warn!(snapshot = %id, error = %e, "skipping a snapshot whose manifest is damaged");
                 Ok((
-                    SnapshotSummary {
-                        started_at: id_time(&id).unwrap_or_default(),
-                        id,
-                        finished_at: None,
-                        complete: false,
-                        size_bytes: objects.iter().map(|o| o.size).sum(),
-                        documents: 0,
-                        collections: 0,
-                        source: None,
-                        tags: vec![],
-                        damaged: None,
-                    },
+                    SnapshotSummary::without_manifest(id, 0, Some(e.to_string())),
                     None,
                 ))
             }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl SnapshotSummary {
+    /// A snapshot whose manifest is missing (`damaged` is `None`) or cannot be read.
+    fn without_manifest(id: String, size_bytes: u64, damaged: Option<String>) -> Self {
+        Self {
+            started_at: id_time(&id).unwrap_or_default(),
+            id,
+            finished_at: None,
+            complete: false,
+            size_bytes,
+            documents: 0,
+            collections: 0,
+            source: None,
+            tags: vec![],
+            damaged,
         }
     }
 }
