@@ -76,29 +76,32 @@ pub async fn append(repo: &Repository, entry: &JournalEntry) {
     }
 }
 
-/// The day of the oldest journal entry, from its key alone (no entry is read); `None`
-/// for an empty journal.
-///
-/// # Errors
-/// The store failed.
-pub async fn first_day(repo: &Repository) -> Result<Option<chrono::NaiveDate>> {
-    let objects = repo.store().list(PREFIX).await.map_err(|e| repo.err(e))?;
-    Ok(objects
-        .iter()
-        .filter_map(|o| {
-            let name = o.key.rsplit('/').next()?;
-            chrono::NaiveDate::parse_from_str(name.get(..8)?, "%Y%m%d").ok()
-        })
-        .min())
-}
-
 /// Every entry at or after `since`, oldest first.
 ///
 /// # Errors
 /// The store failed.
 pub async fn list(repo: &Repository, since: Option<DateTime<Utc>>) -> Result<Vec<JournalEntry>> {
+    Ok(list_with_first_day(repo, since).await?.0)
+}
+
+/// As [`list`], with the day of the oldest entry of the whole journal, taken from the same
+/// listing's keys (no older entry is read); `None` for an empty journal.
+///
+/// # Errors
+/// The store failed.
+pub async fn list_with_first_day(
+    repo: &Repository,
+    since: Option<DateTime<Utc>>,
+) -> Result<(Vec<JournalEntry>, Option<chrono::NaiveDate>)> {
     let store = repo.store();
     let objects = store.list(PREFIX).await.map_err(|e| repo.err(e))?;
+    let first_day = objects
+        .iter()
+        .filter_map(|o| {
+            let name = o.key.rsplit('/').next()?;
+            chrono::NaiveDate::parse_from_str(name.get(..8)?, "%Y%m%d").ok()
+        })
+        .min();
     // Keys start with the time, so whole months before `since` need not be read.
     let floor = since.map(|s| format!("{PREFIX}{}", s.format("%Y/%m")));
     let keys: Vec<String> = objects
@@ -122,7 +125,7 @@ pub async fn list(repo: &Repository, since: Option<DateTime<Utc>>) -> Result<Vec
         }
     }
     out.sort_by_key(|e| e.time);
-    Ok(out)
+    Ok((out, first_day))
 }
 
 #[cfg(test)]

@@ -136,12 +136,8 @@ pub async fn build(repo: &Repository, month: &str, now: DateTime<Utc>) -> Result
             recovery_seconds: r.recovery_seconds,
         })
         .collect();
-    let entries: Vec<JournalEntry> = journal::list(repo, Some(start))
-        .await?
-        .into_iter()
-        .filter(|e| within(e.time))
-        .collect();
-    let first_entry = journal::first_day(repo).await?;
+    let (entries, first_entry) = journal::list_with_first_day(repo, Some(start)).await?;
+    let entries: Vec<JournalEntry> = entries.into_iter().filter(|e| within(e.time)).collect();
     // What was backed up is what the journal says, not what retention has left: a backup
     // pruned since is listed as such, and its day is not a day without a backup.
     for e in entries
