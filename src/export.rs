@@ -188,9 +188,9 @@ fn check_out(out: &Path) -> Result<Out> {
     }
 }
 
-/// The folder `out` is in.
-fn parent_of(out: &Path) -> &Path {
-    out.parent()
+/// The folder `path` is in (`.` for a bare name).
+fn parent_of(path: &Path) -> &Path {
+    path.parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
 }
@@ -240,12 +240,7 @@ fn sibling_staging(out: &Path) -> PathBuf {
 /// `staging` is made in is locked meanwhile, so two exports cannot both find it missing
 /// or both remove it.
 fn claim(staging: &Path, out: &Path) -> Result<File> {
-    let home = staging.parent().unwrap_or(Path::new("."));
-    let home = if home.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        home
-    };
+    let home = parent_of(staging);
     let dir = File::open(home).map_err(io(home))?;
     // Bounded: another program may hold a lock on the folder for as long as it likes
     // (`flock DIR mongokeep export ...`); after 10 s this goes on without it. A file
